@@ -1,0 +1,35 @@
+"""What every command-line script shares: one-line errors with exit status 2."""
+
+import contextlib
+import sys
+
+USAGE_EXIT_STATUS = 2
+
+
+@contextlib.contextmanager
+def clean_errors(program: str):
+    """Turns input errors into one line on stderr and exit status 2 (no traceback)."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_STATUS)
+
+
+def check_same_kind(sources, paths) -> None:
+    """Rejects inputs that differ in size or mix gray and colour, naming both."""
+    first = sources[0]
+    for path, image in zip(paths[1:], sources[1:]):
+        if (image.ndim == 3) != (first.ndim == 3):
+            raise ValueError(
+                f"Cannot mix grayscale and colour inputs: {paths[0]} is {first.shape}, "
+                f"{path} is {image.shape}."
+            )
+        if image.shape != first.shape:
+            raise ValueError(
+                f"Input sizes differ: {paths[0]} is {first.shape}, {path} is {image.shape}."
+            )
+        if image.dtype != first.dtype:
+            raise ValueError(
+                f"Input bit depths differ: {paths[0]} is {first.dtype}, {path} is {image.dtype}."
+            )

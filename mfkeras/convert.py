@@ -1,0 +1,198 @@
+"""Rebuilds a Siamese patch classifier as an all-convolutional score-map network.
+
+The dense layers become convolutions: the first one a convolution whose kernel
+covers the whole flattened feature map, the following ones 1x1 convolutions. The
+2-way softmax is folded into one sigmoid output, ``p1 = sigmoid(l1 - l0)``, which
+is the softmax probability of class 1 ("A is focused").
+
+With ``dense=True`` the pools run at stride 1 and every later layer is dilated
+by the stride accumulated so far (the "a trous" rebuild), giving one score per
+pixel offset instead of one per ``2 ** pools`` pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from mfkeras.config import POOL, ModelConfig
+from mfkeras.model import BRANCH_NAME, config_from_model
+
+IMAGE_A = "image_a"
+IMAGE_B = "image_b"
+
+
+@keras.saving.register_keras_serializable(package="mfkeras")
+class DilatedMaxPool2D(keras.layers.Layer):
+    """2x2 max-pool at stride 1 whose taps are ``dilation`` pixels apart.
+
+    At positions that are multiples of ``dilation`` it reproduces a 2x2 stride-2
+    pool of the layer ``dilation`` times coarser. With ``padding="same"`` the
+    input is padded at the bottom and right only, as Keras' stride-2 'same'
+    pooling does; zeros are used, which is exact for the non-negative (post-ReLU
+    or image) inputs this network pools.
+    """
+
+    def __init__(self, dilation: int = 1, padding: str = "same", **kwargs):
+        super().__init__(**kwargs)
+        self.dilation = int(dilation)
+        self.padding = padding
+
+    def call(self, inputs):
+        d = self.dilation
+        if self.padding == "same":
+            inputs = keras.ops.pad(inputs, [[0, 0], [0, d], [0, d], [0, 0]])
+        shape = keras.ops.shape(inputs)
+        height, width = shape[1] - d, shape[2] - d
+        top = keras.ops.maximum(inputs[:, :height, :width], inputs[:, :height, d : d + width])
+        bottom = keras.ops.maximum(
+            inputs[:, d : d + height, :width], inputs[:, d : d + height, d : d + width]
+        )
+        return keras.ops.maximum(top, bottom)
+
+    def get_config(self):
+        return {**super().get_config(), "dilation": self.dilation, "padding": self.padding}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreNetwork:
+    """An all-convolutional score-map network and where its scores sit.
+
+    Score ``(j, i)`` is the probability that image A is the focused one in the
+    ``patch_size`` x ``patch_size`` window whose top-left pixel is
+    ``(stride * j, stride * i)``.
+
+    Attributes:
+        model: Keras model, inputs ``image_a`` and ``image_b`` (batch, H, W, 1)
+            float32 in [0, 1], output (batch, H', W', 1) scores.
+        config: the architecture of the patch classifier.
+        stride: pixels between neighbouring scores (``2 ** pools``, or 1 if dense).
+        dense: whether this is the stride-1 ("a trous") rebuild.
+        receptive_field: pixels on each side of a window that can influence its
+            score through 'same' padding (0 for 'valid' configs).
+    """
+
+    model: keras.Model
+    config: ModelConfig
+    stride: int
+    dense: bool
+    receptive_field: int
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the window each score describes."""
+        return self.config.patch_size
+
+    def output_shape_for(self, height: int, width: int) -> tuple:
+        """Returns the score-map shape for an image of the given size."""
+        return (_output_length(self.config, height, self.dense), _output_length(self.config, width, self.dense))
+
+
+def _output_length(config: ModelConfig, length: int, dense: bool) -> int:
+    dilation = 1
+    for item in config.branch_layers:
+        if item == POOL:
+            if dense:
+                length = length - dilation if config.padding == "valid" else length
+                dilation *= 2
+            else:
+                length = length // 2 if config.padding == "valid" else -(-length // 2)
+        elif config.padding == "valid":
+            length -= (config.kernel_size - 1) * (dilation if dense else 1)
+    return length - (config.feature_size - 1) * (dilation if dense else 1)
+
+
+def _receptive_field(config: ModelConfig) -> int:
+    """Pixels beyond a window's edge that reach its score through 'same' padding."""
+    if config.padding == "valid":
+        return 0
+    halo, scale = 0, 1
+    for item in config.branch_layers:
+        if item == POOL:
+            scale *= 2
+        else:
+            halo += (config.kernel_size // 2) * scale
+    return halo
+
+
+def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> ScoreNetwork:
+    """Rebuilds a patch classifier as an all-convolutional score-map network.
+
+    Args:
+        patch_model: a Siamese patch model from :func:`mfkeras.model.build_patch_model`
+            (or one with the same layout, e.g. loaded from a ``.keras`` file).
+        dense: if True, build the stride-1 "a trous" network.
+
+    Returns:
+        A :class:`ScoreNetwork` whose model shares no variables with ``patch_model``
+        but holds exact copies (reshaped) of its weights.
+    """
+    config = config_from_model(patch_model)
+    branch = patch_model.get_layer(BRANCH_NAME)
+    image_a = keras.Input((None, None, 1), name=IMAGE_A)
+    image_b = keras.Input((None, None, 1), name=IMAGE_B)
+
+    # The branch, rebuilt on whole images; variables are shared by the two calls.
+    branch_input = keras.Input((None, None, 1), name="image")
+    x = branch_input
+    dilation = 1
+    weights = []
+    for layer in branch.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            new_layer = keras.layers.Conv2D(
+                layer.filters,
+                layer.kernel_size,
+                padding=layer.padding,
+                dilation_rate=dilation,
+                activation="relu",
+                name=layer.name,
+            )
+            x = new_layer(x)
+            weights.append((new_layer, layer.get_weights()))
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            if dense:
+                x = DilatedMaxPool2D(dilation, padding=layer.padding, name=layer.name)(x)
+                dilation *= 2
+            else:
+                x = keras.layers.MaxPooling2D(2, 2, padding=layer.padding, name=layer.name)(x)
+    fcn_branch = keras.Model(branch_input, x, name=BRANCH_NAME)
+
+    features = keras.layers.Concatenate(axis=-1, name="concat")([fcn_branch(image_a), fcn_branch(image_b)])
+    dense_layers = [layer for layer in patch_model.layers if isinstance(layer, keras.layers.Dense)]
+    size, channels = config.feature_size, 2 * config.feature_channels
+    y = features
+    for index, layer in enumerate(dense_layers):
+        kernel, bias = layer.get_weights()
+        is_first, is_last = index == 0, index == len(dense_layers) - 1
+        if is_first:
+            # Flatten is row-major over (row, col, channel): the dense kernel reshapes exactly.
+            kernel = kernel.reshape(size, size, channels, kernel.shape[-1])
+        else:
+            kernel = kernel.reshape(1, 1, kernel.shape[0], kernel.shape[1])
+        if is_last:
+            # softmax([l0, l1])[1] == sigmoid(l1 - l0).
+            kernel = kernel[..., 1:2] - kernel[..., 0:1]
+            bias = bias[1:2] - bias[0:1]
+        conv = keras.layers.Conv2D(
+            kernel.shape[-1],
+            kernel.shape[:2],
+            padding="valid",
+            dilation_rate=dilation if is_first else 1,
+            activation="sigmoid" if is_last else "relu",
+            name="score" if is_last else f"{layer.name}_conv",
+        )
+        y = conv(y)
+        weights.append((conv, [kernel, bias]))
+    model = keras.Model([image_a, image_b], y, name=f"{config.name}_fcn{'_dense' if dense else ''}")
+    for layer, values in weights:
+        layer.set_weights([np.asarray(v, dtype=np.float32) for v in values])
+    return ScoreNetwork(
+        model=model,
+        config=config,
+        stride=1 if dense else config.stride,
+        dense=dense,
+        receptive_field=_receptive_field(config),
+    )
+

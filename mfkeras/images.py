@@ -1,0 +1,162 @@
+"""Reading and writing image files safely: clear errors, RGB order, atomic writes."""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import warnings
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+WRITABLE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """A file or image that cannot be used, with a message naming the problem."""
+
+
+def expand_inputs(patterns: Sequence[str]) -> list:
+    """Expands paths and glob patterns, keeping the given order.
+
+    Args:
+        patterns: file paths or glob patterns.
+
+    Returns:
+        The list of paths; a pattern with wildcards is expanded in sorted order.
+    """
+    paths = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise ImageError(f"No file matches {pattern!r}.")
+            paths.extend(matches)
+        else:
+            paths.append(pattern)
+    if not paths:
+        raise ImageError("No input images were given.")
+    return paths
+
+
+def read_image(path: str) -> np.ndarray:
+    """Reads an image file as a gray (H, W) or RGB (H, W, 3) uint8/uint16 array.
+
+    An alpha channel is dropped with a warning; EXIF orientation is applied.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The image array, RGB channel order for colour.
+    """
+    if not os.path.exists(path):
+        raise ImageError(f"Input file not found: {path}")
+    if os.path.isdir(path):
+        raise ImageError(f"Input is a directory, not an image file: {path}")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"Input file is empty (0 bytes): {path}")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"Input file is not readable: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"Not a readable image (corrupt or unsupported format): {path}")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"Unsupported pixel type {image.dtype} in {path}; expected 8 or 16 bit.")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3:
+        if image.shape[2] == 4:
+            warnings.warn(f"Dropping the alpha channel of {path}.", stacklevel=2)
+            image = image[..., :3]
+        if image.shape[2] != 3:
+            raise ImageError(f"Unsupported channel count {image.shape[2]} in {path}.")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _apply_exif_orientation(image, data)
+
+
+def _apply_exif_orientation(image: np.ndarray, data: np.ndarray) -> np.ndarray:
+    # IMREAD_UNCHANGED ignores EXIF; read the orientation tag alone and apply it.
+    try:
+        import PIL.Image
+        import io
+
+        with PIL.Image.open(io.BytesIO(data.tobytes())) as pil_image:
+            orientation = pil_image.getexif().get(0x0112, 1)
+    except Exception:  # Not readable by PIL or no EXIF: nothing to apply.
+        return image
+    transforms = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: np.swapaxes(x, 0, 1),
+        6: lambda x: np.swapaxes(x, 0, 1)[:, ::-1],
+        7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1],
+        8: lambda x: np.swapaxes(x, 0, 1)[::-1],
+    }
+    transform = transforms.get(orientation)
+    return np.ascontiguousarray(transform(image)) if transform else image
+
+
+def check_output_path(path: str, inputs: Sequence[str] = (), overwrite: bool = False) -> None:
+    """Checks that ``path`` can receive an image without harming anything.
+
+    Args:
+        path: the output file.
+        inputs: input files that must not be overwritten.
+        overwrite: allow replacing an existing file that is not an input.
+    """
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in WRITABLE_EXTENSIONS:
+        raise ImageError(
+            f"Output {path!r} needs one of the extensions {', '.join(WRITABLE_EXTENSIONS)}."
+        )
+    real = os.path.realpath(path)
+    for source in inputs:
+        if os.path.exists(source) and os.path.realpath(source) == real:
+            raise ImageError(f"Output path is also an input, which would destroy it: {path}")
+    if os.path.isdir(path):
+        raise ImageError(f"Output path is a directory: {path}")
+    if os.path.exists(path) and not overwrite:
+        raise ImageError(f"Output file exists (pass --overwrite to replace it): {path}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ImageError(f"Output directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK):
+        raise ImageError(f"Output directory is not writable: {directory}")
+
+
+def encode_image(path: str, image: np.ndarray) -> bytes:
+    """Encodes an RGB or gray image for the file type that ``path`` names."""
+    extension = os.path.splitext(path)[1].lower()
+    if image.dtype == np.uint16 and extension not in SIXTEEN_BIT_EXTENSIONS:
+        raise ImageError(f"16-bit images can only be written as PNG or TIFF. Received {path!r}.")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(extension, image)
+    if not ok:
+        raise ImageError(f"Could not encode an image of shape {image.shape} as {extension}.")
+    return encoded.tobytes()
+
+
+def write_bytes_atomic(path: str, payload: bytes) -> None:
+    """Writes ``payload`` to a temporary file beside ``path``, then renames it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_image(path: str, image: np.ndarray) -> None:
+    """Encodes and writes an image atomically (RGB channel order for colour)."""
+    write_bytes_atomic(path, encode_image(path, image))

@@ -1,0 +1,65 @@
+"""The trained models shipped in ``saved_models/`` and how to load any patch model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+
+SAVED_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
+MODEL_FILE = "patch_model.keras"
+CARD_FILE = "model_card.json"
+# The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
+DEFAULT_MODEL = "liu2017"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No usable model where one was asked for."""
+
+
+def available_models(directory: Path = SAVED_MODELS_DIR) -> list:
+    """Names of the shipped models (sub-folders holding a patch model)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if (p / MODEL_FILE).is_file())
+
+
+def model_card(name: str, directory: Path = SAVED_MODELS_DIR) -> dict:
+    """Reads the model card of a shipped model."""
+    path = directory / name / CARD_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"No model card at {path}")
+    return json.loads(path.read_text())
+
+
+def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR) -> keras.Model:
+    """Loads a patch model by shipped name, ``.keras`` path or released ``.mat`` path.
+
+    Args:
+        spec: None for the default shipped model, the name of a folder in
+            ``saved_models/``, a ``.keras`` file, or the authors' ``cnnmodel.mat``.
+        directory: where shipped models live.
+
+    Returns:
+        The Keras patch model.
+    """
+    if spec is None:
+        spec = DEFAULT_MODEL
+    if str(spec).lower().endswith(".mat"):
+        from mfkeras.released import load_liu2017_mat
+
+        return load_liu2017_mat(spec)
+    if str(spec).lower().endswith(".keras"):
+        path = Path(spec)
+    else:
+        path = directory / str(spec) / MODEL_FILE
+    if not path.is_file():
+        shipped = available_models(directory)
+        raise ModelNotFoundError(
+            f"No trained model at {path}. Shipped models: {shipped or 'none yet'}. Train one with "
+            "`mfkeras-train` (see README), pass a .keras file with --model, or use the authors' "
+            "released weights with --liu_mat path/to/cnnmodel.mat."
+        )
+    return keras.models.load_model(os.fspath(path), compile=False)
