@@ -11,6 +11,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
@@ -44,7 +46,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     with cli.clean_errors("mfkeras-fuse"):
-        from mfkeras import fusion, images, visualize, zoo
+        # Everything is checked before TensorFlow is imported: errors come fast and alone.
+        from mfkeras import images, zoo
 
         inputs, output, maps_dir, plot = FLAGS.inputs, FLAGS.output, FLAGS.save_maps, FLAGS.plot
         overwrite = FLAGS.overwrite
@@ -67,10 +70,13 @@ def main(argv):
             images.check_output_path(plot, paths, overwrite)
         if maps_dir and not os.path.isdir(maps_dir):
             raise images.ImageError(f"--save_maps directory does not exist: {maps_dir}")
+        model_path = zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
         sources = [images.read_image(path) for path in paths]
         cli.check_same_kind(sources, paths)
 
-        model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
+        from mfkeras import fusion, visualize
+
+        model = zoo.load_patch_model(model_path)
         options = fusion.FusionOptions(
             symmetric=FLAGS.symmetric,
             dense=FLAGS.dense,

@@ -87,10 +87,10 @@ class ScoreNetwork:
 
     def output_shape_for(self, height: int, width: int) -> tuple:
         """Returns the score-map shape for an image of the given size."""
-        return (_output_length(self.config, height, self.dense), _output_length(self.config, width, self.dense))
+        return tuple(_output_length(self.config, n, self.dense, cropped=True) for n in (height, width))
 
 
-def _output_length(config: ModelConfig, length: int, dense: bool) -> int:
+def _output_length(config: ModelConfig, length: int, dense: bool, cropped: bool = False) -> int:
     dilation = 1
     for item in config.branch_layers:
         if item == POOL:
@@ -101,7 +101,10 @@ def _output_length(config: ModelConfig, length: int, dense: bool) -> int:
                 length = length // 2 if config.padding == "valid" else -(-length // 2)
         elif config.padding == "valid":
             length -= (config.kernel_size - 1) * (dilation if dense else 1)
-    return length - (config.feature_size - 1) * (dilation if dense else 1)
+    length -= (config.feature_size - 1) * (dilation if dense else 1)
+    if cropped and dense and config.padding == "valid":
+        length -= _output_length(config, config.patch_size, dense) - 1
+    return length
 
 
 def _receptive_field(config: ModelConfig) -> int:
@@ -185,6 +188,11 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
         )
         y = conv(y)
         weights.append((conv, [kernel, bias]))
+    excess = _output_length(config, config.patch_size, dense) - 1
+    if excess > 0 and config.padding == "valid":
+        # Floor pooling ignores the last rows of a window, so the a trous network also
+        # scores offsets whose full window leaves the image; those are cut away.
+        y = keras.layers.Cropping2D(((0, excess), (0, excess)), name="crop")(y)
     model = keras.Model([image_a, image_b], y, name=f"{config.name}_fcn{'_dense' if dense else ''}")
     for layer, values in weights:
         layer.set_weights([np.asarray(v, dtype=np.float32) for v in values])

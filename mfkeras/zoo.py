@@ -6,8 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import keras
-
 SAVED_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
 MODEL_FILE = "patch_model.keras"
 CARD_FILE = "model_card.json"
@@ -34,8 +32,8 @@ def model_card(name: str, directory: Path = SAVED_MODELS_DIR) -> dict:
     return json.loads(path.read_text())
 
 
-def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR) -> keras.Model:
-    """Loads a patch model by shipped name, ``.keras`` path or released ``.mat`` path.
+def resolve_model_path(spec: str | None = None, directory: Path = SAVED_MODELS_DIR) -> Path:
+    """Finds the file behind a model spec without loading it (and without TensorFlow).
 
     Args:
         spec: None for the default shipped model, the name of a folder in
@@ -43,15 +41,11 @@ def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR
         directory: where shipped models live.
 
     Returns:
-        The Keras patch model.
+        The path of the ``.keras`` or ``.mat`` file.
     """
     if spec is None:
         spec = DEFAULT_MODEL
-    if str(spec).lower().endswith(".mat"):
-        from mfkeras.released import load_liu2017_mat
-
-        return load_liu2017_mat(spec)
-    if str(spec).lower().endswith(".keras"):
+    if str(spec).lower().endswith((".mat", ".keras")):
         path = Path(spec)
     else:
         path = directory / str(spec) / MODEL_FILE
@@ -62,4 +56,24 @@ def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR
             "`mfkeras-train` (see README), pass a .keras file with --model, or use the authors' "
             "released weights with --liu_mat path/to/cnnmodel.mat."
         )
+    return path
+
+
+def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR):
+    """Loads a patch model by shipped name, ``.keras`` path or released ``.mat`` path.
+
+    Args:
+        spec: as for :func:`resolve_model_path`.
+        directory: where shipped models live.
+
+    Returns:
+        The Keras patch model.
+    """
+    path = resolve_model_path(spec, directory)
+    if path.suffix.lower() == ".mat":
+        from mfkeras.released import load_liu2017_mat
+
+        return load_liu2017_mat(path)
+    import keras
+
     return keras.models.load_model(os.fspath(path), compile=False)

@@ -1,0 +1,112 @@
+"""The `mfkeras-fuse` script, run as users run it (a subprocess)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mfkeras.config import POOL, ModelConfig
+from mfkeras.model import build_patch_model
+
+from conftest import randomize_weights
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "fuse.py"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = randomize_weights(build_patch_model(ModelConfig("tiny", (4, POOL, 8), (8,))), seed=3)
+    model.save(root / "tiny.keras")
+    rng = np.random.default_rng(0)
+    base = (cv2.GaussianBlur(rng.random((48, 64, 3)), (0, 0), 1.0) * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "a.png"), base)
+    cv2.imwrite(str(root / "b.png"), cv2.GaussianBlur(base, (0, 0), 2.0))
+    cv2.imwrite(str(root / "small.png"), base[:15, :30])
+    cv2.imwrite(str(root / "gray.png"), base[..., 0])
+    cv2.imwrite(str(root / "other_size.png"), base[:40])
+    return root
+
+
+def _run(*args, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def test_fuses_and_writes_maps_and_figure(workspace):
+    out = workspace / "fused.png"
+    maps = workspace / "maps"
+    maps.mkdir()
+    proc = _run(
+        f"--inputs={workspace / 'a.png'},{workspace / 'b.png'}",
+        f"--output={out}",
+        f"--model={workspace / 'tiny.keras'}",
+        f"--save_maps={maps}",
+        f"--plot={workspace / 'fig.png'}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    fused = cv2.imread(str(out))
+    assert fused.shape == (48, 64, 3)
+    a, b = cv2.imread(str(workspace / "a.png")), cv2.imread(str(workspace / "b.png"))
+    # Every output pixel lies between the sources (up to rounding of the blend weights).
+    assert np.all(fused.astype(int) >= np.minimum(a, b).astype(int) - 1)
+    assert np.all(fused.astype(int) <= np.maximum(a, b).astype(int) + 1)
+    assert sorted(p.name for p in maps.iterdir()) == sorted(
+        f"{n}.png" for n in ("score_map", "focus_map", "initial_decision", "decision", "final_decision")
+    )
+    assert cv2.imread(str(workspace / "fig.png")) is not None
+
+
+@pytest.mark.parametrize(
+    "inputs, output, message",
+    [
+        ("a.png,missing.png", "x1.png", "not found"),
+        ("a.png", "x2.png", "at least two"),
+        ("a.png,small.png", "x3.png", "differ|at least 16"),
+        ("a.png,gray.png", "x4.png", "mix grayscale and colour"),
+        ("a.png,other_size.png", "x5.png", r"\(48, 64, 3\).*\(40, 64, 3\)"),
+        ("a.png,b.png", "a.png", "also an input"),
+        ("a.png,b.png", "nodir/x6.png", "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(workspace, inputs, output, message):
+    paths = ",".join(str(workspace / p) for p in inputs.split(","))
+    before = sorted(os.listdir(workspace))
+    proc = _run(f"--inputs={paths}", f"--output={workspace / output}", f"--model={workspace / 'tiny.keras'}")
+    assert proc.returncode == 2
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("mfkeras-fuse: error:")]
+    assert len(error_lines) == 1 and "Traceback" not in proc.stderr
+    # Input errors are found before TensorFlow loads, so nothing else is printed.
+    assert proc.stderr.strip() == error_lines[0]
+    import re
+
+    assert re.search(message, error_lines[0]), error_lines[0]
+    assert sorted(os.listdir(workspace)) == before
+
+
+def test_existing_output_needs_overwrite(workspace):
+    out = workspace / "exists.png"
+    out.write_bytes(b"keep me")
+    args = [f"--inputs={workspace / 'a.png'},{workspace / 'b.png'}", f"--output={out}", f"--model={workspace / 'tiny.keras'}"]
+    proc = _run(*args)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert out.read_bytes() == b"keep me"
+    assert _run(*args, "--overwrite").returncode == 0
+    assert cv2.imread(str(out)).shape == (48, 64, 3)
+
+
+def test_missing_model_says_how_to_get_one(workspace):
+    proc = _run(
+        f"--inputs={workspace / 'a.png'},{workspace / 'b.png'}",
+        f"--output={workspace / 'never.png'}",
+        f"--model={workspace / 'absent.keras'}",
+    )
+    assert proc.returncode == 2
+    assert "--liu_mat" in proc.stderr and "mfkeras-train" in proc.stderr
+    assert not (workspace / "never.png").exists()

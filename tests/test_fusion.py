@@ -1,0 +1,185 @@
+import cv2
+import numpy as np
+import pytest
+
+from mfkeras import fusion
+from mfkeras.config import POOL, ModelConfig
+from mfkeras.model import build_patch_model
+
+from conftest import randomize_weights, shared_path
+
+TINY = ModelConfig("tiny", (4, POOL, 8), (8,))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return randomize_weights(build_patch_model(TINY), seed=12, scale=0.3)
+
+
+def _textured(shape, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.random(shape), (0, 0), 1.0)
+    image = (image - image.min()) / (image.max() - image.min())
+    if dtype == np.uint8:
+        return np.round(image * 255).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.round(image * 65535).astype(np.uint16)
+    return image.astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((40, 52), np.uint8), ((40, 52, 3), np.uint8), ((33, 47, 3), np.uint16), ((36, 36), np.float32)],
+)
+@pytest.mark.parametrize("refine", ["guided", "dilate", "none"])
+def test_fusing_an_image_with_itself_returns_it(tiny_model, shape, dtype, refine):
+    image = _textured(shape, seed=1, dtype=dtype)
+    result = fusion.fuse([image, image.copy()], tiny_model, fusion.FusionOptions(refine=refine))
+    assert result.fused.dtype == image.dtype and result.fused.shape == image.shape
+    np.testing.assert_array_equal(result.fused, image)
+
+
+def test_focus_map_matches_an_explicit_loop():
+    rng = np.random.default_rng(2)
+    for stride, shape in [(2, (37, 45)), (8, (40, 33)), (1, (20, 24))]:
+        scores = rng.random(((shape[0] - 16) // stride + 2, (shape[1] - 16) // stride + 2))
+        total, count = np.zeros(shape), np.zeros(shape)
+        for j in range(scores.shape[0]):
+            for i in range(scores.shape[1]):
+                y, x = stride * j, stride * i
+                if y < shape[0] and x < shape[1]:
+                    total[y : y + 16, x : x + 16] += scores[j, i]
+                    count[y : y + 16, x : x + 16] += 1
+        expected = total / np.maximum(count, 1)
+        got = fusion.focus_map(scores, shape, stride, 16)
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_remove_small_regions_drops_specks_and_fills_holes():
+    mask = np.zeros((60, 60), bool)
+    mask[:, :30] = True  # big region of ones
+    mask[10:13, 10:13] = False  # 9-pixel hole inside it
+    mask[40:42, 45:47] = True  # 4-pixel speck in the zeros
+    mask[50, 50] = mask[51, 51] = True  # diagonal neighbours: one 8-connected region of 2
+    cleaned = fusion.remove_small_regions(mask, min_area=10)
+    expected = np.zeros((60, 60), bool)
+    expected[:, :30] = True
+    np.testing.assert_array_equal(cleaned, expected)
+    # A threshold below the speck sizes keeps everything.
+    np.testing.assert_array_equal(fusion.remove_small_regions(mask, min_area=2), mask)
+
+
+def test_keep_largest_regions():
+    mask = np.zeros((50, 50), bool)
+    mask[:, :20] = True
+    mask[5:8, 40:48] = True  # a second, smaller region of ones
+    mask[30:35, 5:10] = False  # a hole
+    expected = np.zeros((50, 50), bool)
+    expected[:, :20] = True
+    np.testing.assert_array_equal(fusion.keep_largest_regions(mask), expected)
+
+
+def test_guided_filter_matches_a_direct_computation():
+    rng = np.random.default_rng(3)
+    guide, source = rng.random((23, 29)), (rng.random((23, 29)) > 0.5).astype(float)
+    radius, eps = 3, 0.1
+
+    def window_mean(values):
+        out = np.zeros_like(values)
+        for y in range(values.shape[0]):
+            for x in range(values.shape[1]):
+                out[y, x] = values[
+                    max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1
+                ].mean()
+        return out
+
+    mean_i, mean_p = window_mean(guide), window_mean(source)
+    a = (window_mean(guide * source) - mean_i * mean_p) / (window_mean(guide**2) - mean_i**2 + eps)
+    b = mean_p - a * mean_i
+    expected = window_mean(a) * guide + window_mean(b)
+    np.testing.assert_allclose(fusion.guided_filter(guide, source, radius, eps), expected, atol=1e-10)
+
+
+def test_blend_rounds_half_away_from_zero_and_saturates():
+    first = np.array([[10, 11, 255]], np.uint8)
+    second = np.array([[11, 12, 250]], np.uint8)
+    weights = np.array([[0.5, 0.5, 1.5]])
+    # 10.5 -> 11, 11.5 -> 12, 257.5 -> 255
+    np.testing.assert_array_equal(fusion.blend(first, second, weights), [[11, 12, 255]])
+
+
+def test_three_images_fuse_pairwise(tiny_model):
+    images = [_textured((32, 40), seed=s) for s in (4, 5, 6)]
+    result = fusion.fuse(images, tiny_model)
+    assert len(result.steps) == 2
+    first = fusion.fuse(images[:2], tiny_model).fused
+    np.testing.assert_array_equal(result.steps[0].fused, first)
+    np.testing.assert_array_equal(result.fused, fusion.fuse([first, images[2]], tiny_model).fused)
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        ([np.zeros((20, 20), np.uint8)], "at least two"),
+        ([np.zeros((20, 20), np.uint8), np.zeros((20, 21), np.uint8)], r"\(20, 20\).*\(20, 21\)"),
+        ([np.zeros((15, 20), np.uint8)] * 2, "at least 16"),
+        ([np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20), np.uint8)], "same shape"),
+        ([np.full((20, 20), np.nan, np.float32)] * 2, "NaN"),
+        ([np.full((20, 20), 2.0, np.float32)] * 2, r"\[0, 1\]"),
+        ([np.zeros((20, 20, 4), np.uint8)] * 2, "shape"),
+        ([np.zeros((20, 20), np.int32)] * 2, "dtype"),
+    ],
+)
+def test_bad_inputs_are_named(tiny_model, images, message):
+    with pytest.raises(ValueError, match=message):
+        fusion.fuse(images, tiny_model)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"refine": "blur"}, {"consistency": "majority"}, {"area_ratio": 1.5}, {"guided_eps": 0}]
+)
+def test_bad_options_are_named(kwargs):
+    with pytest.raises(ValueError):
+        fusion.FusionOptions(**kwargs)
+
+
+def _rgb(path):
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.parametrize("pair", ["lytro_01", "lytro_09"])
+def test_swapping_inputs_inverts_the_decision_map(released_model, pair):
+    a = _rgb(shared_path("data", "lytro", f"{pair}_A.jpg"))
+    b = _rgb(shared_path("data", "lytro", f"{pair}_B.jpg"))
+    forward = fusion.fuse([a, b], released_model)
+    backward = fusion.fuse([b, a], released_model)
+    # The network is not antisymmetric by construction, so this holds only mostly.
+    assert (forward.initial_decision != backward.initial_decision).mean() >= 0.99
+    assert (forward.decision != backward.decision).mean() >= 0.99
+
+
+def test_symmetric_scoring_inverts_exactly(released_model):
+    a = _rgb(shared_path("data", "grayscale", "clock_A.png"))
+    b = _rgb(shared_path("data", "grayscale", "clock_B.png"))
+    symmetric = fusion.FusionOptions(symmetric=True)
+    forward = fusion.fuse([a, b], released_model, symmetric)
+    backward = fusion.fuse([b, a], released_model, symmetric)
+    np.testing.assert_allclose(forward.score_map, 1.0 - backward.score_map, atol=1e-6)
+    ties = np.abs(forward.focus_map - 0.5) < 1e-6
+    assert np.array_equal(forward.initial_decision[~ties], ~backward.initial_decision[~ties])
+
+
+def test_complementary_blurred_halves_are_recovered(released_model):
+    sharp = cv2.cvtColor(
+        cv2.imread(str(shared_path("data", "lytro", "lytro_08_A.jpg"))), cv2.COLOR_BGR2GRAY
+    )
+    sharp = sharp[100:420, 100:420]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.0)
+    half = sharp.shape[1] // 2
+    a, b = sharp.copy(), blurred.copy()
+    a[:, half:], b[:, half:] = blurred[:, half:], sharp[:, half:]
+    result = fusion.fuse([a, b], released_model)
+    expected = np.zeros(sharp.shape, bool)
+    expected[:, :half] = True
+    assert (result.decision == expected).mean() >= 0.98

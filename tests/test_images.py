@@ -1,0 +1,130 @@
+import os
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from mfkeras import images
+
+
+def _write(path, array):
+    assert cv2.imwrite(str(path), array)
+    return str(path)
+
+
+def test_colour_is_returned_in_rgb_order(tmp_path):
+    bgr = np.zeros((20, 20, 3), np.uint8)
+    bgr[..., 0] = 200  # blue in OpenCV's order
+    image = images.read_image(_write(tmp_path / "c.png", bgr))
+    assert image.shape == (20, 20, 3)
+    assert image[0, 0].tolist() == [0, 0, 200]
+
+
+def test_sixteen_bit_gray_round_trip(tmp_path):
+    gray = (np.arange(400, dtype=np.uint16).reshape(20, 20) * 150).astype(np.uint16)
+    path = _write(tmp_path / "g.png", gray)
+    image = images.read_image(path)
+    assert image.dtype == np.uint16
+    np.testing.assert_array_equal(image, gray)
+    out = tmp_path / "out.tif"
+    images.write_image(str(out), image)
+    np.testing.assert_array_equal(images.read_image(str(out)), gray)
+
+
+def test_alpha_is_dropped_with_a_warning(tmp_path):
+    bgra = np.full((20, 20, 4), 7, np.uint8)
+    path = _write(tmp_path / "a.png", bgra)
+    with pytest.warns(UserWarning, match="alpha"):
+        image = images.read_image(path)
+    assert image.shape == (20, 20, 3)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    import PIL.Image
+
+    array = np.zeros((20, 30, 3), np.uint8)
+    array[:5, :5] = 255  # white top-left corner
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rot.jpg"
+    PIL.Image.fromarray(array).save(path, exif=exif, quality=100)
+    image = images.read_image(str(path))
+    assert image.shape == (30, 20, 3)
+    # The white corner is now at the top right.
+    assert image[:4, -4:].mean() > 200 and image[:4, :4].mean() < 50
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: str(d / "missing.png"), "not found"),
+        (lambda d: str(d), "directory"),
+        (lambda d: _touch(d / "empty.png", b""), "empty"),
+        (lambda d: _touch(d / "junk.png", b"this is not an image"), "Not a readable image"),
+    ],
+)
+def test_unusable_inputs_are_named(tmp_path, make, message):
+    with pytest.raises(images.ImageError, match=message):
+        images.read_image(make(tmp_path))
+
+
+def _touch(path, payload):
+    path.write_bytes(payload)
+    return str(path)
+
+
+def test_glob_that_matches_nothing(tmp_path):
+    with pytest.raises(images.ImageError, match="No file matches"):
+        images.expand_inputs([str(tmp_path / "*.png")])
+
+
+def test_glob_expands_sorted(tmp_path):
+    for name in ("b.png", "a.png", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert images.expand_inputs([str(tmp_path / "*.png")]) == [
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.png"),
+    ]
+
+
+def test_output_checks(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"x")
+    with pytest.raises(images.ImageError, match="also an input"):
+        images.check_output_path(str(source), [str(source)], overwrite=True)
+    with pytest.raises(images.ImageError, match="exists"):
+        images.check_output_path(str(source), [], overwrite=False)
+    with pytest.raises(images.ImageError, match="does not exist"):
+        images.check_output_path(str(tmp_path / "nope" / "out.png"))
+    with pytest.raises(images.ImageError, match="extensions"):
+        images.check_output_path(str(tmp_path / "out.gif"))
+    images.check_output_path(str(tmp_path / "new.png"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(images.ImageError, match="not writable"):
+        images.check_output_path(str(locked / "out.png"))
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old contents")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        images.write_bytes_atomic(str(target), b"new contents")
+    assert target.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_sixteen_bit_jpeg_is_refused(tmp_path):
+    with pytest.raises(images.ImageError, match="16-bit"):
+        images.write_image(str(tmp_path / "x.jpg"), np.zeros((4, 4), np.uint16))
