@@ -67,6 +67,8 @@ class ScoreNetwork:
     Attributes:
         model: Keras model, inputs ``image_a`` and ``image_b`` (batch, H, W, 1)
             float32 in [0, 1], output (batch, H', W', 1) scores.
+        branch: the whole-image branch, (batch, H, W, 1) -> feature maps.
+        head: the classifier on two feature maps, ``model`` = head(branch(A), branch(B)).
         config: the architecture of the patch classifier.
         stride: pixels between neighbouring scores (``2 ** pools``, or 1 if dense).
         dense: whether this is the stride-1 ("a trous") rebuild.
@@ -75,6 +77,8 @@ class ScoreNetwork:
     """
 
     model: keras.Model
+    branch: keras.Model
+    head: keras.Model
     config: ModelConfig
     stride: int
     dense: bool
@@ -162,7 +166,9 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
                 x = keras.layers.MaxPooling2D(2, 2, padding=layer.padding, name=layer.name)(x)
     fcn_branch = keras.Model(branch_input, x, name=BRANCH_NAME)
 
-    features = keras.layers.Concatenate(axis=-1, name="concat")([fcn_branch(image_a), fcn_branch(image_b)])
+    features_a = keras.Input((None, None, config.feature_channels), name="features_a")
+    features_b = keras.Input((None, None, config.feature_channels), name="features_b")
+    features = keras.layers.Concatenate(axis=-1, name="concat")([features_a, features_b])
     dense_layers = [layer for layer in patch_model.layers if isinstance(layer, keras.layers.Dense)]
     size, channels = config.feature_size, 2 * config.feature_channels
     y = features
@@ -193,14 +199,57 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
         # Floor pooling ignores the last rows of a window, so the a trous network also
         # scores offsets whose full window leaves the image; those are cut away.
         y = keras.layers.Cropping2D(((0, excess), (0, excess)), name="crop")(y)
-    model = keras.Model([image_a, image_b], y, name=f"{config.name}_fcn{'_dense' if dense else ''}")
+    head = keras.Model([features_a, features_b], y, name="head")
+    suffix = "_dense" if dense else ""
+    model = keras.Model(
+        [image_a, image_b], head([fcn_branch(image_a), fcn_branch(image_b)]), name=f"{config.name}_fcn{suffix}"
+    )
     for layer, values in weights:
         layer.set_weights([np.asarray(v, dtype=np.float32) for v in values])
     return ScoreNetwork(
         model=model,
+        branch=fcn_branch,
+        head=head,
         config=config,
         stride=1 if dense else config.stride,
         dense=dense,
         receptive_field=_receptive_field(config),
     )
 
+
+
+def score_map_flops(config: ModelConfig, height: int, width: int, dense: bool = False) -> int:
+    """Analytic multiply-add count x 2 of the score-map network on an image pair.
+
+    Args:
+        config: the architecture.
+        height: image height.
+        width: image width.
+        dense: count the stride-1 network.
+
+    Returns:
+        Floating-point operations (2 per multiply-add), both branches included.
+    """
+    rows, cols, channels, dilation, flops = height, width, 1, 1, 0
+    for item in config.branch_layers:
+        if item == POOL:
+            if dense:
+                if config.padding == "valid":
+                    rows, cols = rows - dilation, cols - dilation
+                dilation *= 2
+            elif config.padding == "valid":
+                rows, cols = rows // 2, cols // 2
+            else:
+                rows, cols = -(-rows // 2), -(-cols // 2)
+            continue
+        if config.padding == "valid":
+            shrink = (config.kernel_size - 1) * dilation
+            rows, cols = rows - shrink, cols - shrink
+        flops += 2 * 2 * rows * cols * config.kernel_size**2 * channels * item
+        channels = item
+    shrink = (config.feature_size - 1) * dilation
+    rows, cols = rows - shrink, cols - shrink
+    widths = [2 * channels * config.feature_size**2, *config.fc_units, 1]
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        flops += 2 * rows * cols * fan_in * fan_out
+    return flops
