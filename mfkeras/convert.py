@@ -253,3 +253,68 @@ def score_map_flops(config: ModelConfig, height: int, width: int, dense: bool = 
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         flops += 2 * rows * cols * fan_in * fan_out
     return flops
+
+
+@dataclasses.dataclass(frozen=True)
+class StackHead:
+    """The head split at its first (linear) layer, for scoring many images in O(N).
+
+    The first head layer is linear in the concatenated features, so for images
+    i and k its pre-activation is ``u_i + v_k + bias`` with ``u = projector(f)[..., :U]``
+    and ``v = projector(f)[..., U:]`` computed once per image.
+
+    Attributes:
+        projector: features (B, h, w, C) -> (B, h', w', 2U) projections, no bias.
+        tail: pre-activations (B, h', w', U) -> scores (B, h', w', 1).
+        bias: (U,) bias of the first head layer.
+        units: U.
+    """
+
+    projector: keras.Model
+    tail: keras.Model
+    bias: np.ndarray
+    units: int
+
+
+def to_stack_head(network: ScoreNetwork) -> StackHead:
+    """Splits the head of a score network into a per-image projector and a pair tail.
+
+    Args:
+        network: a score network from :func:`to_fully_convolutional`.
+
+    Returns:
+        The :class:`StackHead`; ``tail(u_a + v_b + bias)`` equals ``head(f_a, f_b)``.
+    """
+    layers = [layer for layer in network.head.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Cropping2D))]
+    first = layers[0]
+    kernel, bias = first.get_weights()
+    channels = network.config.feature_channels
+    units = kernel.shape[-1]
+    features = keras.Input((None, None, channels), name="features")
+    projection = keras.layers.Conv2D(
+        2 * units,
+        kernel.shape[:2],
+        padding="valid",
+        dilation_rate=first.dilation_rate,
+        use_bias=False,
+        name="projection",
+    )
+    projector = keras.Model(features, projection(features), name="projector")
+    projection.set_weights([np.concatenate([kernel[:, :, :channels], kernel[:, :, channels:]], axis=-1)])
+
+    pre_activation = keras.Input((None, None, units), name="pre_activation")
+    y = keras.layers.Activation(first.activation, name="first_activation")(pre_activation)
+    copies = []
+    for layer in layers[1:]:
+        if isinstance(layer, keras.layers.Cropping2D):
+            y = keras.layers.Cropping2D(layer.cropping, name=layer.name)(y)
+            continue
+        clone = keras.layers.Conv2D(
+            layer.filters, 1, activation=layer.activation, name=layer.name
+        )
+        y = clone(y)
+        copies.append((clone, layer.get_weights()))
+    tail = keras.Model(pre_activation, y, name="tail")
+    for clone, values in copies:
+        clone.set_weights(values)
+    return StackHead(projector=projector, tail=tail, bias=bias.astype(np.float32), units=units)
