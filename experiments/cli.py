@@ -16,8 +16,16 @@ def clean_errors(program: str):
         sys.exit(USAGE_EXIT_STATUS)
 
 
+MIN_SIDE = 16
+
+
 def check_same_kind(sources, paths) -> None:
-    """Rejects inputs that differ in size or mix gray and colour, naming both."""
+    """Rejects inputs that are too small, differ in size or mix gray and colour, naming them."""
+    for path, image in zip(paths, sources):
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise ValueError(
+                f"Images must be at least {MIN_SIDE} pixels on each side: {path} is {image.shape}."
+            )
     first = sources[0]
     for path, image in zip(paths[1:], sources[1:]):
         if (image.ndim == 3) != (first.ndim == 3):

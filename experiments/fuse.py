@@ -33,6 +33,16 @@ flags.DEFINE_enum(
 flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
 flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
 flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
+flags.DEFINE_enum(
+    "stack_method", "joint", ["joint", "sequential"],
+    "Three or more inputs: joint O(N) scoring with one label map, or pairwise in sequence.",
+)
+flags.DEFINE_bool("align", False, "Register every frame to a reference frame first (handheld stacks).")
+flags.DEFINE_enum("align_model", "affine", ["affine", "homography"], "Motion model for --align.")
+flags.DEFINE_enum("align_method", "ecc", ["ecc", "features"], "ECC (sub-pixel) or ORB features + RANSAC.")
+flags.DEFINE_integer("reference_frame", None, "Reference frame index for --align (default: the middle one).")
+flags.DEFINE_float("memory_budget_mb", None, "Score in tiles sized to fit this budget (large images).")
+flags.DEFINE_integer("max_tile_side", None, "Score in tiles of at most this many pixels a side.")
 flags.DEFINE_string("save_maps", None, "Directory to write the score, focus and decision maps into.")
 flags.DEFINE_string("plot", None, "PNG file for the figure of decision maps and fused images.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
@@ -73,9 +83,20 @@ def main(argv):
         model_path = zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
         sources = [images.read_image(path) for path in paths]
         cli.check_same_kind(sources, paths)
+        images.check_output_dtype(output, sources[0].dtype)
 
         from mfkeras import fusion, visualize
 
+        if FLAGS.align:
+            from mfkeras import align
+
+            alignment = align.align_images(
+                sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method
+            )
+            sources = alignment.images
+            top, bottom, left, right = alignment.crop
+            print(f"Aligned {len(sources)} frames to frame {alignment.reference_index}; "
+                  f"kept rows {top}:{bottom}, columns {left}:{right}")
         model = zoo.load_patch_model(model_path)
         options = fusion.FusionOptions(
             symmetric=FLAGS.symmetric,
@@ -83,6 +104,9 @@ def main(argv):
             consistency=FLAGS.consistency,
             area_ratio=FLAGS.area_ratio,
             refine=FLAGS.refine,
+            stack_method=FLAGS.stack_method,
+            max_tile_side=FLAGS.max_tile_side,
+            memory_budget_mb=FLAGS.memory_budget_mb,
         )
         result = fusion.fuse(sources, model, options)
         images.write_image(output, result.fused)
@@ -91,8 +115,7 @@ def main(argv):
             for path in visualize.save_maps(result, maps_dir):
                 print(f"  map: {path}")
         if plot:
-            first = result.steps[-2].fused if result.steps else sources[0]
-            images.write_bytes_atomic(plot, visualize.figure_png(result, first, sources[-1]))
+            images.write_bytes_atomic(plot, visualize.figure_png(result, sources))
             print(f"  figure: {plot}")
 
 

@@ -130,11 +130,19 @@ def check_output_path(path: str, inputs: Sequence[str] = (), overwrite: bool = F
         raise ImageError(f"Output directory is not writable: {directory}")
 
 
+def check_output_dtype(path: str, dtype) -> None:
+    """Checks that the file type that ``path`` names can hold images of ``dtype``."""
+    extension = os.path.splitext(path)[1].lower()
+    if np.dtype(dtype) == np.uint16 and extension not in SIXTEEN_BIT_EXTENSIONS:
+        raise ImageError(
+            f"16-bit images can only be written as PNG or TIFF, to keep their depth. Received {path!r}."
+        )
+
+
 def encode_image(path: str, image: np.ndarray) -> bytes:
     """Encodes an RGB or gray image for the file type that ``path`` names."""
     extension = os.path.splitext(path)[1].lower()
-    if image.dtype == np.uint16 and extension not in SIXTEEN_BIT_EXTENSIONS:
-        raise ImageError(f"16-bit images can only be written as PNG or TIFF. Received {path!r}.")
+    check_output_dtype(path, image.dtype)
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(extension, image)

@@ -58,7 +58,8 @@ def test_fuses_and_writes_maps_and_figure(workspace):
     assert np.all(fused.astype(int) >= np.minimum(a, b).astype(int) - 1)
     assert np.all(fused.astype(int) <= np.maximum(a, b).astype(int) + 1)
     assert sorted(p.name for p in maps.iterdir()) == sorted(
-        f"{n}.png" for n in ("score_map", "focus_map", "initial_decision", "decision", "final_decision")
+        f"{n}.png"
+        for n in ("score_map", "focus_map", "initial_decision", "decision", "final_decision", "source_index")
     )
     assert cv2.imread(str(workspace / "fig.png")) is not None
 
@@ -110,3 +111,88 @@ def test_missing_model_says_how_to_get_one(workspace):
     assert proc.returncode == 2
     assert "--liu_mat" in proc.stderr and "mfkeras-train" in proc.stderr
     assert not (workspace / "never.png").exists()
+
+
+def _write_pair(folder, stem, image_a, image_b):
+    cv2.imwrite(str(folder / f"{stem}_a.png"), image_a)
+    cv2.imwrite(str(folder / f"{stem}_b.png"), image_b)
+    return str(folder / f"{stem}_a.png"), str(folder / f"{stem}_b.png")
+
+
+def test_sixteen_bit_in_gives_sixteen_bit_out(workspace):
+    rng = np.random.default_rng(4)
+    base = (cv2.GaussianBlur(rng.random((40, 40)), (0, 0), 1.0) * 65535).astype(np.uint16)
+    a, b = _write_pair(workspace, "deep", base, cv2.GaussianBlur(base, (0, 0), 2.0))
+    out = workspace / "deep_fused.tif"
+    proc = _run(f"--inputs={a},{b}", f"--output={out}", f"--model={workspace / 'tiny.keras'}")
+    assert proc.returncode == 0, proc.stderr
+    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert fused.dtype == np.uint16 and fused.shape == (40, 40)
+    refused = _run(f"--inputs={a},{b}", f"--output={workspace / 'deep.jpg'}", f"--model={workspace / 'tiny.keras'}")
+    assert refused.returncode == 2 and "16-bit" in refused.stderr
+    assert not (workspace / "deep.jpg").exists()
+
+
+def test_stack_writes_a_colour_source_index_map(workspace):
+    rng = np.random.default_rng(5)
+    base = (cv2.GaussianBlur(rng.random((48, 48, 3)), (0, 0), 1.0) * 255).astype(np.uint8)
+    paths = []
+    for index in range(3):
+        path = workspace / f"stack_{index}.png"
+        cv2.imwrite(str(path), cv2.GaussianBlur(base, (0, 0), 0.5 + index))
+        paths.append(str(path))
+    maps = workspace / "stack_maps"
+    maps.mkdir()
+    proc = _run(
+        f"--inputs={workspace / 'stack_*.png'}",
+        f"--output={workspace / 'stack_fused.png'}",
+        f"--model={workspace / 'tiny.keras'}",
+        f"--save_maps={maps}",
+        f"--plot={workspace / 'stack_fig.png'}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    index_map = cv2.imread(str(maps / "source_index.png"))
+    assert index_map.shape == (48, 48, 3)
+    assert sorted(p.name for p in maps.glob("focus_map_*.png")) == [f"focus_map_0{i}.png" for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: (d / "zero.png").write_bytes(b""), "empty"),
+        (lambda d: (d / "zero.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage"), "Not a readable image"),
+        (lambda d: cv2.imwrite(str(d / "zero.png"), np.zeros((1, 1), np.uint8)), "at least 16"),
+    ],
+)
+def test_unusable_second_input(workspace, setup, message):
+    setup(workspace)
+    proc = _run(
+        f"--inputs={workspace / 'gray.png'},{workspace / 'zero.png'}",
+        f"--output={workspace / 'never2.png'}",
+        f"--model={workspace / 'tiny.keras'}",
+    )
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (workspace / "never2.png").exists()
+
+
+@pytest.mark.parametrize("inputs, message", [("{d}", "directory"), ("{d}/nothing_*.png", "No file matches")])
+def test_directory_and_empty_glob(workspace, inputs, message):
+    spec = inputs.format(d=workspace)
+    proc = _run(f"--inputs={spec},{workspace / 'a.png'}", f"--output={workspace / 'never3.png'}",
+                f"--model={workspace / 'tiny.keras'}")
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_align_registers_shifted_frames(workspace):
+    rng = np.random.default_rng(6)
+    base = (cv2.GaussianBlur(rng.random((120, 140)), (0, 0), 2.0) * 255).astype(np.uint8)
+    shift = np.float32([[1, 0, 3], [0, 1, -2]])
+    moved = cv2.warpAffine(cv2.GaussianBlur(base, (0, 0), 1.5), shift, (140, 120))
+    a, b = _write_pair(workspace, "shifted", base, moved)
+    out = workspace / "aligned.png"
+    proc = _run(f"--inputs={a},{b}", f"--output={out}", f"--model={workspace / 'tiny.keras'}",
+                "--align", "--reference_frame=0")
+    assert proc.returncode == 0, proc.stderr
+    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    # The border not covered by the shifted frame is cropped.
+    assert fused.shape[0] <= 118 and fused.shape[1] <= 137

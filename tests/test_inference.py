@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from mfkeras import inference
+from mfkeras.config import POOL, ModelConfig
+from mfkeras.convert import to_fully_convolutional, to_stack_head
+from mfkeras.model import build_patch_model
+
+from conftest import randomize_weights
+
+CONFIGS = ["li2018", "liu2017_single_fc", ModelConfig("valid", (8, POOL, 8, POOL), (12,), padding="valid")]
+
+
+def _pair(shape, seed):
+    rng = np.random.default_rng(seed)
+    return rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("dense", [False, True])
+def test_tiled_score_map_equals_untiled(config, dense):
+    model = randomize_weights(build_patch_model(config), seed=1, scale=0.05)
+    network = to_fully_convolutional(model, dense=dense)
+    a, b = _pair((131, 150), seed=2)
+    tiles = inference.plan_tiles(network, 131, 150, 56)
+    rows = {t.score_rows.start for t in tiles}
+    cols = {t.score_cols.start for t in tiles}
+    assert len(rows) >= 2 and len(cols) >= 2  # several tiles in both directions
+    full = inference.score_map(network, a, b)
+    tiled = inference.score_map(network, a, b, max_tile_side=56)
+    assert np.abs(full - tiled).max() <= 1e-5
+
+
+def test_tiles_cover_the_score_map_exactly_once():
+    network = to_fully_convolutional(build_patch_model("liu2017_single_fc"))
+    shape = network.output_shape_for(300, 211)
+    hits = np.zeros(shape, int)
+    for tile in inference.plan_tiles(network, 300, 211, 64):
+        hits[tile.score_rows, tile.score_cols] += 1
+        assert tile.image_rows.start % network.stride == 0
+    assert (hits == 1).all()
+
+
+def test_memory_budget_sets_a_tile_side_that_grows_with_the_budget():
+    network = to_fully_convolutional(build_patch_model("liu2017_single_fc"))
+    small = inference.tile_side_for_budget(network, 64 * 2**20)
+    large = inference.tile_side_for_budget(network, 1024 * 2**20)
+    assert 32 <= small < large
+    # Activations scale with the tile area: 16x the budget gives about 4x the side.
+    assert 3.5 <= large / small <= 4.5
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=str)
+def test_stack_head_reproduces_the_pair_head(config):
+    model = randomize_weights(build_patch_model(config), seed=3, scale=0.05)
+    network = to_fully_convolutional(model)
+    head = to_stack_head(network)
+    a, b = _pair((1, 40, 44, 1), seed=4)
+    projections = [head.projector(network.branch(x)).numpy() for x in (a, b)]
+    got = head.tail(projections[0][..., : head.units] + projections[1][..., head.units :] + head.bias)
+    np.testing.assert_allclose(got.numpy(), network.model([a, b]).numpy(), atol=1e-5)
+
+
+def test_stack_scores_of_two_images_are_the_symmetric_pair_scores():
+    model = randomize_weights(build_patch_model("li2018"), seed=5, scale=0.05)
+    network = to_fully_convolutional(model)
+    a, b = _pair((72, 80), seed=6)
+    stacked = inference.stack_scores(network, [a, b])
+    symmetric = inference.score_map(network, a, b, symmetric=True)
+    np.testing.assert_allclose(stacked[0], symmetric, atol=1e-5)
+    np.testing.assert_allclose(stacked[1], 1.0 - symmetric, atol=1e-5)
+
+
+def test_stack_scores_match_explicit_pairwise_scoring_and_tiling():
+    model = randomize_weights(build_patch_model("liu2017_single_fc"), seed=7, scale=0.05)
+    network = to_fully_convolutional(model)
+    rng = np.random.default_rng(8)
+    grays = [rng.random((70, 90), dtype=np.float32) for _ in range(4)]
+    expected = np.zeros((4, *network.output_shape_for(70, 90)))
+    for i in range(4):
+        for k in range(4):
+            if i != k:
+                s = inference.score_map(network, grays[i], grays[k])
+                expected[i] += 0.5 * s / 3
+                expected[k] += 0.5 * (1 - s) / 3
+    np.testing.assert_allclose(inference.stack_scores(network, grays), expected, atol=1e-5)
+    tiled = inference.stack_scores(network, grays, max_tile_side=40)
+    np.testing.assert_allclose(tiled, expected, atol=1e-5)
+
+
+def test_gray_conversion_uses_the_reference_weights():
+    pixel = np.array([[[0.2, 0.5, 0.9]]])
+    expected = 0.298936021293775 * 0.2 + 0.587043074451121 * 0.5 + 0.114020904255103 * 0.9
+    assert abs(inference.to_gray(pixel)[0, 0] - expected) < 1e-7
