@@ -41,7 +41,7 @@ flags.DEFINE_bool("align", False, "Register every frame to a reference frame fir
 flags.DEFINE_enum("align_model", "affine", ["affine", "homography"], "Motion model for --align.")
 flags.DEFINE_enum("align_method", "ecc", ["ecc", "features"], "ECC (sub-pixel) or ORB features + RANSAC.")
 flags.DEFINE_integer("reference_frame", None, "Reference frame index for --align (default: the middle one).")
-flags.DEFINE_float("memory_budget_mb", None, "Score in tiles sized to fit this budget (large images).")
+flags.DEFINE_float("memory_budget_mb", 2048, "Score in tiles sized so the network fits this budget.")
 flags.DEFINE_integer("max_tile_side", None, "Score in tiles of at most this many pixels a side.")
 flags.DEFINE_string("save_maps", None, "Directory to write the score, focus and decision maps into.")
 flags.DEFINE_string("plot", None, "PNG file for the figure of decision maps and fused images.")

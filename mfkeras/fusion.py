@@ -42,8 +42,9 @@ class FusionOptions:
             against every other in O(N) network work, one label map) or
             ``sequential`` (pairwise fusion in sequence, the seed's extension).
         max_tile_side: score in tiles of at most this many pixels a side.
-        memory_budget_mb: choose the tile side so the network fits this budget
-            (ignored when ``max_tile_side`` is set).
+        memory_budget_mb: choose the tile side so the network's activations fit
+            this budget (ignored when ``max_tile_side`` is set; None never tiles).
+            Tiling never changes the result.
     """
 
     symmetric: bool = False
@@ -57,7 +58,7 @@ class FusionOptions:
     clip_weights: bool = True
     stack_method: str = "joint"
     max_tile_side: int | None = None
-    memory_budget_mb: float | None = None
+    memory_budget_mb: float | None = 2048.0
 
     def __post_init__(self):
         if self.consistency not in CONSISTENCY_MODES:

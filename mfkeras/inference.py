@@ -229,10 +229,10 @@ def stack_scores(network: ScoreNetwork, grays: list, max_tile_side: int | None =
     units = stack_head.units
     scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
     for tile in plan_tiles(network, height, width, max_tile_side):
-        projections = [
-            project(np.asarray(g[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None])
-            for g in grays
-        ]
+        # All frames of a tile in one batch: the tile side was sized for N images.
+        batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)
+        projected = project(batch[..., None])
+        projections = [projected[index : index + 1] for index in range(count)]
         u = [p[..., :units] + stack_head.bias for p in projections]
         v = [p[..., units:] for p in projections]
         local = None

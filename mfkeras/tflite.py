@@ -1,0 +1,241 @@
+"""TFLite (LiteRT) conversion of the score-map network and interpreter helpers.
+
+Two flavours of model, each in any of ``QUANTIZATIONS``:
+
+* dynamic size: inputs ``image_a``, ``image_b`` float32 [1, H, W, 1] in [0, 1];
+  the runtime is told the size with ``resize_tensor_input`` (the signature
+  runner does it for us). Output ``score_map`` [1, H', W', 1].
+* fixed tile (for GPU delegates, which want static shapes): inputs
+  ``image_a``, ``image_b`` and ``valid`` float32 [1, T, T, 1]. The host cuts the
+  image into overlapping tiles (:func:`mfkeras.inference.plan_tiles`, halo =
+  ``ScoreNetwork.receptive_field``, tiles on the stride grid), places each at
+  the top-left of a T x T canvas and marks its pixels in ``valid``. The model
+  zeroes every feature map outside ``valid``, which is exactly the zero padding
+  the network applies at an image edge, so each tile is scored as if it were
+  the whole (cut) image and the stitched map equals the untiled one.
+
+The interpreter comes from ``ai_edge_litert`` (LiteRT, the maintained package;
+``tf.lite.Interpreter`` is deprecated in TensorFlow 2.21 and warns so), falling
+back to ``tf.lite.Interpreter`` when LiteRT is not installed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mfkeras import inference
+from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
+
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
+SCORE_MAP = "score_map"
+VALID = "valid"
+SIGNATURE_KEY = "serving_default"
+
+
+def _branch_layers(network: ScoreNetwork) -> list:
+    return [layer for layer in network.branch.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _tile_signature(network: ScoreNetwork, tile_size: int):
+    """The fixed-tile score function and its input signature (see the module docstring)."""
+    grid = network.config.stride
+    if tile_size < 2 * network.patch_size or tile_size % grid:
+        raise ValueError(
+            f"tile_size must be a multiple of {grid} and at least {2 * network.patch_size}. "
+            f"Received: tile_size={tile_size}"
+        )
+    layers = _branch_layers(network)
+    same = network.config.padding == "same"
+
+    def branch(image, valid):
+        x = image * valid
+        for layer in layers:
+            x = layer(x, training=False)
+            if not same:
+                continue  # 'valid' layers never pad: nothing outside the tile reaches kept scores.
+            if isinstance(layer, keras.layers.Conv2D):
+                x = x * valid
+            else:
+                valid = layer(valid)  # the pools shrink the mask as they shrink the features
+        return x
+
+    def score(image_a, image_b, valid):
+        features = branch(tf.concat([image_a, image_b], axis=0), valid)
+        return {SCORE_MAP: network.head([features[:1], features[1:]], training=False)}
+
+    shape = (1, tile_size, tile_size, 1)
+    return score, [tf.TensorSpec(shape, tf.float32, name=name) for name in (IMAGE_A, IMAGE_B, VALID)]
+
+
+def _dynamic_signature(network: ScoreNetwork):
+    def score(image_a, image_b):
+        features = network.branch(tf.concat([image_a, image_b], axis=0), training=False)
+        return {SCORE_MAP: network.head([features[:1], features[1:]], training=False)}
+
+    return score, [tf.TensorSpec((1, None, None, 1), tf.float32, name=name) for name in (IMAGE_A, IMAGE_B)]
+
+
+def tile_function(network: ScoreNetwork, tile_size: int):
+    """The fixed-tile score function in TensorFlow, as the TFLite tile model computes it.
+
+    Args:
+        network: the all-convolutional network.
+        tile_size: T, the tile side in pixels (a multiple of the pooling stride,
+            at least twice the patch size).
+
+    Returns:
+        A ``tf.function`` (image_a, image_b, valid) [1, T, T, 1] ->
+        ``{"score_map": [1, T', T', 1]}``; scores whose window leaves ``valid``
+        are meaningless.
+    """
+    score, signature = _tile_signature(network, tile_size)
+    return tf.function(score, input_signature=signature)
+
+
+def convert(network: ScoreNetwork, quantization: str, tile_size: int | None = None) -> bytes:
+    """Converts the score-map network to a TFLite flatbuffer.
+
+    Args:
+        network: the all-convolutional network (float32).
+        quantization: ``float32`` (no quantization), ``float16`` (float16
+            weights, computed in float32 on CPU or float16 on GPU delegates) or
+            ``dynamic_int8`` (int8 weights, activations quantized on the fly).
+        tile_size: None for the dynamic-size model, else the side of the
+            fixed-tile model (see the module docstring).
+
+    Returns:
+        The ``.tflite`` model bytes, signature ``serving_default``.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}. Received: {quantization!r}")
+    if not isinstance(network, ScoreNetwork):
+        raise TypeError(f"network must be a ScoreNetwork. Received {type(network).__name__}.")
+    if tile_size is None:
+        function, signature = _dynamic_signature(network)
+    else:
+        function, signature = _tile_signature(network, tile_size)
+    # Through a Keras export archive, as TFLiteConverter.from_keras_model does for Keras 3:
+    # converting the concrete function directly leaves the weights as resource variables.
+    archive = keras.export.ExportArchive()
+    archive.track(network.branch)
+    archive.track(network.head)
+    archive.add_endpoint(SIGNATURE_KEY, function, signature)
+    with tempfile.TemporaryDirectory() as directory:
+        archive.write_out(directory, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=[SIGNATURE_KEY])
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+
+
+def interpreter_package() -> str:
+    """Which interpreter :func:`make_interpreter` uses: ``ai_edge_litert`` or ``tensorflow``."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return "tensorflow"
+    return "ai_edge_litert"
+
+
+def make_interpreter(model_content: bytes, num_threads: int | None = None):
+    """Creates an interpreter for a converted model (LiteRT if installed, else ``tf.lite``).
+
+    Args:
+        model_content: the ``.tflite`` bytes.
+        num_threads: CPU threads (None: the runtime's default).
+
+    Returns:
+        The interpreter, tensors not yet allocated.
+    """
+    if interpreter_package() == "ai_edge_litert":
+        from ai_edge_litert.interpreter import Interpreter
+    else:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_content=model_content, num_threads=num_threads)
+
+
+def _gray_batch(gray: np.ndarray) -> np.ndarray:
+    return np.asarray(gray, np.float32)[None, :, :, None]
+
+
+def score_map(interpreter, gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray:
+    """Runs a dynamic-size model on two gray images.
+
+    Args:
+        interpreter: from :func:`make_interpreter` on a model converted with ``tile_size=None``.
+        gray_a: (H, W) float image in [0, 1].
+        gray_b: (H, W) float image in [0, 1], same shape.
+
+    Returns:
+        (H', W') float32 scores, as :func:`mfkeras.inference.score_map`.
+    """
+    if np.shape(gray_a) != np.shape(gray_b) or np.ndim(gray_a) != 2:
+        raise ValueError(
+            f"Expected two (H, W) images of one shape. Received {np.shape(gray_a)} and {np.shape(gray_b)}."
+        )
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+    # The runner resizes the inputs (resize_tensor_input) and reallocates when the size changes.
+    outputs = runner(**{IMAGE_A: _gray_batch(gray_a), IMAGE_B: _gray_batch(gray_b)})
+    return np.array(outputs[SCORE_MAP][0, :, :, 0])
+
+
+def tiled_score_map(interpreter, network: ScoreNetwork, gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray:
+    """Runs a fixed-tile model over an image of any size and stitches the scores.
+
+    Args:
+        interpreter: from :func:`make_interpreter` on a model converted with a ``tile_size``.
+        network: the network the model was converted from (stride, window, halo).
+        gray_a: (H, W) float image in [0, 1].
+        gray_b: (H, W) float image in [0, 1], same shape.
+
+    Returns:
+        (H', W') float32 scores, equal to the untiled score map.
+    """
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+    tile_size = int(interpreter.get_input_details()[0]["shape"][1])
+    return tiled_scores(
+        lambda a, b, valid: runner(**{IMAGE_A: a, IMAGE_B: b, VALID: valid})[SCORE_MAP],
+        network,
+        gray_a,
+        gray_b,
+        tile_size,
+    )
+
+
+def tiled_scores(run_tile, network: ScoreNetwork, gray_a, gray_b, tile_size: int) -> np.ndarray:
+    """Scores an image pair tile by tile with any fixed-tile runner and stitches the result.
+
+    Args:
+        run_tile: callable ``(a, b, valid) -> scores`` on [1, T, T, 1] float32
+            arrays (a TFLite signature runner or :func:`tile_function`).
+        network: the network (stride, window, halo).
+        gray_a: (H, W) float image in [0, 1].
+        gray_b: (H, W) float image in [0, 1], same shape.
+        tile_size: T.
+
+    Returns:
+        (H', W') float32 scores.
+    """
+    if np.shape(gray_a) != np.shape(gray_b) or np.ndim(gray_a) != 2:
+        raise ValueError(
+            f"Expected two (H, W) images of one shape. Received {np.shape(gray_a)} and {np.shape(gray_b)}."
+        )
+    height, width = np.shape(gray_a)
+    scores = np.empty(network.output_shape_for(height, width), np.float32)
+    canvas = np.zeros((3, 1, tile_size, tile_size, 1), np.float32)
+    for tile in inference.plan_tiles(network, height, width, tile_size):
+        rows = tile.image_rows.stop - tile.image_rows.start
+        cols = tile.image_cols.stop - tile.image_cols.start
+        canvas[:] = 0.0
+        canvas[0, 0, :rows, :cols, 0] = gray_a[tile.image_rows, tile.image_cols]
+        canvas[1, 0, :rows, :cols, 0] = gray_b[tile.image_rows, tile.image_cols]
+        canvas[2, 0, :rows, :cols, 0] = 1.0
+        local = np.asarray(run_tile(canvas[0], canvas[1], canvas[2]))[0, :, :, 0]
+        scores[tile.score_rows, tile.score_cols] = local[tile.local_rows, tile.local_cols]
+    return scores
