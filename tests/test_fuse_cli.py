@@ -196,3 +196,21 @@ def test_align_registers_shifted_frames(workspace):
     fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     # The border not covered by the shifted frame is cropped.
     assert fused.shape[0] <= 118 and fused.shape[1] <= 137
+
+
+def test_demo_runs_with_the_shipped_default_model(tmp_path):
+    from mfkeras import zoo
+
+    if zoo.DEFAULT_MODEL not in zoo.available_models():
+        pytest.fail(f"the default model {zoo.DEFAULT_MODEL!r} is not shipped in saved_models/")
+    proc = _run("--demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "demo_output"
+    fused = cv2.imread(str(out / "fused.png"))
+    a = cv2.imread(str(SCRIPT.parents[1] / "demo" / "demo_A.jpg"))
+    b = cv2.imread(str(SCRIPT.parents[1] / "demo" / "demo_B.jpg"))
+    assert fused.shape == a.shape
+    # The result takes from both sources: it equals neither.
+    assert np.abs(fused.astype(int) - a).mean() > 0.5 and np.abs(fused.astype(int) - b).mean() > 0.5
+    for name in ("figure.png", "decision.png", "focus_map.png", "score_map.png"):
+        assert (out / name).is_file()
