@@ -32,16 +32,17 @@ from mfkeras import inference
 from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 from mfkeras.fusion import FusionOptions, as_score_network
 
-INFERENCE_DTYPES = ("float32", "float16", "bfloat16")
+INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 SERVING_SIGNATURES = ("serving_default", "fuse", "score_map")
 
 
 def cast_network(network: ScoreNetwork, inference_dtype: str = "float32") -> ScoreNetwork:
-    """Returns a copy of ``network`` computing in ``inference_dtype`` (mixed precision).
+    """Returns a copy of ``network`` computing in ``inference_dtype``.
 
-    Variables stay float32; every layer but the final scoring convolution computes
-    in the lower precision (Keras' ``mixed_float16`` / ``mixed_bfloat16`` policies).
-    The scoring layer stays float32 so that probabilities near 0.5 keep their sign.
+    For float16 and bfloat16 (Keras' ``mixed_*`` policies) the variables stay
+    float32 and every layer but the final scoring convolution computes in the
+    lower precision; the scoring layer stays float32 so that probabilities near
+    0.5 keep their side. float64 is a slow, near-exact reference for parity checks.
 
     Args:
         network: the all-convolutional network.
@@ -57,11 +58,14 @@ def cast_network(network: ScoreNetwork, inference_dtype: str = "float32") -> Sco
         )
     if inference_dtype == "float32":
         return network
-    policy = f"mixed_{inference_dtype}"
+    if inference_dtype == "float64":
+        policy = last_policy = "float64"
+    else:
+        policy, last_policy = f"mixed_{inference_dtype}", "float32"
     last = [layer for layer in network.head.layers if isinstance(layer, keras.layers.Conv2D)][-1]
 
     def clone(layer):
-        dtype = "float32" if layer is last else policy
+        dtype = last_policy if layer is last else policy
         return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
 
     branch = keras.models.clone_model(network.branch, clone_function=clone)
@@ -114,6 +118,16 @@ def score_function(
     return tf.function(scores, input_signature=[spec, spec], jit_compile=jit_compile)
 
 
+def tensorflow_variables(*models: keras.Model) -> list:
+    """The ``tf.Variable`` objects behind the weights of Keras models.
+
+    A SavedModel has to track these, not the Keras wrappers, for graph-mode
+    loaders (TensorFlow Serving, ``saved_model_cli run``, the TFLite converter)
+    to restore the weights the functions capture.
+    """
+    return [weight.value for model in models for weight in model.weights]
+
+
 # --- The fusion steps as TensorFlow ops (counterparts of mfkeras.fusion) ---------------
 
 
@@ -123,11 +137,13 @@ def to_gray(image: tf.Tensor) -> tf.Tensor:
     Computed in float64 and rounded once, as :func:`mfkeras.inference.to_gray` does.
     """
     channels = tf.shape(image)[-1]
-    tf.debugging.assert_equal(
+    check = tf.debugging.assert_equal(
         tf.logical_or(channels == 1, channels == 3),
         True,
         message="Images must have 1 or 3 channels (uint8 [H, W, C])",
     )
+    with tf.control_dependencies([check]):
+        image = tf.identity(image)
     weights = tf.where(
         channels == 3,
         tf.constant(inference.GRAY_WEIGHTS, tf.float64),
@@ -208,8 +224,8 @@ def connected_components(mask: tf.Tensor) -> tf.Tensor:
     rounds repeat until nothing changes. Hooking and jumping make this converge
     in a few rounds on blob-like maps, where plain min-propagation needs as many
     rounds as the longest path through a region. Labels always point into their
-    own region and only decrease, so each region ends with its smallest raster
-    index: labels are ordered as OpenCV's (by the region's first pixel).
+    own region and only decrease, so each region ends labelled by its smallest
+    raster index.
 
     Args:
         mask: (H, W) bool.
@@ -277,7 +293,8 @@ def remove_small_regions(mask: tf.Tensor, min_area) -> tf.Tensor:
 def _largest_component(mask: tf.Tensor) -> tf.Tensor:
     labels = connected_components(mask)
     areas = _component_areas(labels)
-    largest = tf.argmax(areas[1:], output_type=tf.int32) + 1  # first of equals, as OpenCV
+    # Of equal regions the first in raster order wins (OpenCV may order ties differently).
+    largest = tf.argmax(areas[1:], output_type=tf.int32) + 1
     return tf.where(tf.reduce_any(mask), tf.equal(labels, largest), mask)
 
 
@@ -377,9 +394,7 @@ class FusionModule(tf.Module):
         self.stride = network.stride
         self.patch_size = network.patch_size
         compute = cast_network(network, inference_dtype)
-        # Attributes, so that tf.saved_model.save finds and writes their variables.
-        self.branch = compute.branch
-        self.head = compute.head
+        self.network_variables = tensorflow_variables(compute.branch, compute.head)
         self._scores = score_function(compute, "float32", jit_compile, symmetric=False)
         self._fuse_scores = score_function(compute, "float32", jit_compile, options.symmetric)
 
@@ -402,16 +417,20 @@ class FusionModule(tf.Module):
     def fuse(self, image_a, image_b):
         """Fuses two uint8 [H, W, C] images; see the module docstring for the outputs."""
         options = self.options
-        tf.debugging.assert_equal(
-            tf.shape(image_a), tf.shape(image_b), message="image_a and image_b must have the same shape"
-        )
-        height, width = tf.shape(image_a)[0], tf.shape(image_a)[1]
-        tf.debugging.assert_greater_equal(
-            tf.minimum(height, width),
-            self.patch_size,
-            message=f"Images must be at least {self.patch_size} pixels on each side",
-        )
-        gray_a, gray_b = to_gray(image_a), to_gray(image_b)
+        shape = tf.shape(image_a)
+        checks = [
+            tf.debugging.assert_equal(
+                shape, tf.shape(image_b), message="image_a and image_b must have the same shape"
+            ),
+            tf.debugging.assert_greater_equal(
+                tf.minimum(shape[0], shape[1]),
+                self.patch_size,
+                message=f"Images must be at least {self.patch_size} pixels on each side",
+            ),
+        ]
+        with tf.control_dependencies(checks):  # fail with these messages, not deep inside the network
+            gray_a, gray_b = to_gray(image_a), to_gray(image_b)
+        height, width = shape[0], shape[1]
         scores = self._fuse_scores(gray_a[None, ..., None], gray_b[None, ..., None])[0, :, :, 0]
         focus = focus_map(scores, (height, width), self.stride, self.patch_size)
         decision = focus > 0.5

@@ -21,13 +21,11 @@ back to ``tf.lite.Interpreter`` when LiteRT is not installed.
 
 from __future__ import annotations
 
-import tempfile
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mfkeras import inference
+from mfkeras import export, inference
 from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
@@ -64,8 +62,8 @@ def _tile_signature(network: ScoreNetwork, tile_size: int):
         return x
 
     def score(image_a, image_b, valid):
-        features = branch(tf.concat([image_a, image_b], axis=0), valid)
-        return {SCORE_MAP: network.head([features[:1], features[1:]], training=False)}
+        # Batch-1 tensors throughout: GPU delegates handle little else.
+        return {SCORE_MAP: network.head([branch(image_a, valid), branch(image_b, valid)], training=False)}
 
     shape = (1, tile_size, tile_size, 1)
     return score, [tf.TensorSpec(shape, tf.float32, name=name) for name in (IMAGE_A, IMAGE_B, VALID)]
@@ -73,8 +71,8 @@ def _tile_signature(network: ScoreNetwork, tile_size: int):
 
 def _dynamic_signature(network: ScoreNetwork):
     def score(image_a, image_b):
-        features = network.branch(tf.concat([image_a, image_b], axis=0), training=False)
-        return {SCORE_MAP: network.head([features[:1], features[1:]], training=False)}
+        features = [network.branch(image, training=False) for image in (image_a, image_b)]
+        return {SCORE_MAP: network.head(features, training=False)}
 
     return score, [tf.TensorSpec((1, None, None, 1), tf.float32, name=name) for name in (IMAGE_A, IMAGE_B)]
 
@@ -118,20 +116,17 @@ def convert(network: ScoreNetwork, quantization: str, tile_size: int | None = No
         function, signature = _dynamic_signature(network)
     else:
         function, signature = _tile_signature(network, tile_size)
-    # Through a Keras export archive, as TFLiteConverter.from_keras_model does for Keras 3:
-    # converting the concrete function directly leaves the weights as resource variables.
-    archive = keras.export.ExportArchive()
-    archive.track(network.branch)
-    archive.track(network.head)
-    archive.add_endpoint(SIGNATURE_KEY, function, signature)
-    with tempfile.TemporaryDirectory() as directory:
-        archive.write_out(directory, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=[SIGNATURE_KEY])
-        if quantization != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        return converter.convert()
+    concrete = tf.function(function, input_signature=signature).get_concrete_function()
+    # The converter saves `holder` as a SavedModel and reloads it in graph mode to fold
+    # the weights into constants; that needs the tf.Variables tracked, not their Keras wrappers.
+    holder = tf.Module()
+    holder.network_variables = export.tensorflow_variables(network.branch, network.head)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
 
 
 def interpreter_package() -> str:
