@@ -4,7 +4,7 @@ The pipeline must deliver at least 3x what training consumes, or it stalls train
 Training is timed on one in-memory batch repeated (no input cost), and optionally
 end to end with the real pipeline feeding ``fit``.
 
-  python experiments/benchmark_input.py --image_dir=/work/shared/data/voc2012-train
+  python experiments/benchmark_input.py --image_dir=../shared/data/voc2012-train
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 from absl import app, flags
 
 _IMAGE_DIR = flags.DEFINE_string(
-    "image_dir", "/work/shared/data/voc2012-train", "Folder of training images."
+    "image_dir", str(Path(__file__).resolve().parents[2] / "shared/data/voc2012-train"), "Folder of training images."
 )
 _PRESETS = flags.DEFINE_list(
     "presets", ["li2018", "liu2017", "liu2017_single_fc"], "Presets to time."
@@ -31,7 +32,9 @@ _PIPELINE_BATCHES = flags.DEFINE_integer(
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 40, "Training steps timed per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 10, "Untimed batches or steps first.")
 _END_TO_END = flags.DEFINE_bool("end_to_end", True, "Also time fit fed by the real pipeline.")
-_OUTPUT = flags.DEFINE_string("output", "runs/benchmark_input.json", "JSON written here.")
+_OUTPUT = flags.DEFINE_string(
+    "output", str(Path(__file__).resolve().parents[1] / "experiments/results/benchmark_input.json"), "JSON written here."
+)
 
 
 def _pipeline_rate(dataset, batches: int, warmup: int) -> float:

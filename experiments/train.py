@@ -3,7 +3,7 @@
 Example (offline, from a folder of images):
 
   python experiments/train.py --preset=li2018 --recipe=default \
-      --image_dir=/work/shared/data/voc2012-train --output_dir=runs/li2018
+      --image_dir=../shared/data/voc2012-train --output_dir=runs/li2018
 
 Running the same command again after an interruption resumes the run.
 """
