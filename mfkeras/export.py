@@ -74,7 +74,8 @@ def cast_network(network: ScoreNetwork, inference_dtype: str = "float32") -> Sco
     head.set_weights(network.head.get_weights())
     inputs = [keras.Input((None, None, 1), name=name) for name in (IMAGE_A, IMAGE_B)]
     scores = head([branch(inputs[0]), branch(inputs[1])])
-    model = keras.Model(inputs, keras.ops.cast(scores, "float32"), name=f"{network.model.name}_{inference_dtype}")
+    name = f"{network.model.name}_{inference_dtype}"
+    model = keras.Model(inputs, keras.ops.cast(scores, "float32"), name=name)
     return dataclasses.replace(network, model=model, branch=branch, head=head)
 
 

@@ -1,0 +1,303 @@
+"""Exports the fusion model for serving (console script `mfkeras-export`).
+
+Writes, under --output_dir:
+  <version>/          the SavedModel (signatures serving_default = fuse, fuse, score_map),
+                      laid out for TensorFlow Serving (model base path = --output_dir)
+  tflite/             with --tflite: score_map_<quantization>.tflite (dynamic H, W) and,
+                      with --tflite_tile_size T, score_map_tile<T>_<quantization>.tflite
+  export.json         what was exported and how (flags, files, versions)
+
+With --verify_dir, the written SavedModel (loaded back from disk) and the TFLite
+files are compared with the Python pipeline on every *_A.* / *_B.* pair there,
+and the figures go to --verify_json.
+
+Example:
+  mfkeras-export --output_dir=exported/mfkeras --model=liu2017_single_fc
+  mfkeras-export --output_dir=/tmp/mfkeras --liu_mat=../shared/ref/liu2017/cnnmodel.mat
+      --tflite=float32,float16,dynamic_int8 --tflite_tile_size=256 --verify_dir=../shared/data/lytro
+  docker run -p 8501:8501 -v "$PWD/exported/mfkeras:/models/mfkeras" -e MODEL_NAME=mfkeras tensorflow/serving
+"""
+
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO_ROOT))
+
+from experiments import cli  # noqa: E402
+
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8")  # mfkeras.tflite.QUANTIZATIONS, without TF
+INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")  # mfkeras.export.INFERENCE_DTYPES
+
+flags.DEFINE_string("output_dir", None, "Directory to export into (the TensorFlow Serving model base path).")
+flags.DEFINE_integer("version", 1, "SavedModel version folder under --output_dir.")
+flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
+flags.DEFINE_string("liu_mat", None, "Use the authors' released weights (cnnmodel.mat) instead.")
+flags.DEFINE_enum("refine", "guided", ["guided", "dilate", "none"], "Decision-map refinement.")
+flags.DEFINE_enum(
+    "consistency", "remove_small", ["remove_small", "largest", "none"], "Consistency verification."
+)
+flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
+flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
+flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
+flags.DEFINE_enum(
+    "inference_dtype", "float32", list(INFERENCE_DTYPES),
+    "Network precision (float16, bfloat16: mixed; float64: reference).",
+)
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the network in the SavedModel.")
+flags.DEFINE_list("tflite", [], f"TFLite quantizations to write, any of {', '.join(QUANTIZATIONS)}.")
+flags.DEFINE_integer(
+    "tflite_tile_size", 0, "Also write fixed-tile TFLite models of this side, for GPU delegates (0: none)."
+)
+flags.DEFINE_string("verify_dir", None, "Compare the export with the Python pipeline on the pairs here.")
+flags.DEFINE_string(
+    "verify_json", str(REPO_ROOT / "experiments/results/export_parity.json"), "Where --verify_dir writes."
+)
+flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel version folder.")
+
+FLAGS = flags.FLAGS
+# Recorded in export.json.
+KNOWN_FLAGS = (
+    "output_dir", "version", "model", "liu_mat", "refine", "consistency", "area_ratio", "symmetric",
+    "dense", "inference_dtype", "jit_compile", "tflite", "tflite_tile_size", "verify_dir", "overwrite",
+)
+
+
+def find_pairs(directory: str) -> list:
+    """Returns [(name, path_a, path_b)] for every ``<name>_A.<ext>`` with a matching ``_B`` file."""
+    pairs = []
+    for path_a in sorted(glob.glob(os.path.join(directory, "*_A.*"))):
+        stem, ext = os.path.splitext(path_a)
+        path_b = stem[:-2] + "_B" + ext
+        if os.path.isfile(path_b):
+            pairs.append((os.path.basename(stem[:-2]), path_a, path_b))
+    return pairs
+
+
+def check_arguments():
+    """Validates the flags before TensorFlow is imported; returns the model path and pairs."""
+    from mfkeras import zoo
+
+    if not FLAGS.output_dir:
+        raise ValueError("--output_dir is required.")
+    if FLAGS.version < 1:
+        raise ValueError(f"--version must be a positive integer. Received: {FLAGS.version}")
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise ValueError(f"--output_dir exists and is not a directory: {FLAGS.output_dir}")
+    version_dir = os.path.join(FLAGS.output_dir, str(FLAGS.version))
+    if os.path.exists(version_dir) and not FLAGS.overwrite:
+        raise ValueError(f"{version_dir} already exists; pass --overwrite or another --version.")
+    unknown = [q for q in FLAGS.tflite if q not in QUANTIZATIONS]
+    if unknown:
+        raise ValueError(f"--tflite must list quantizations from {QUANTIZATIONS}. Received: {unknown}")
+    if FLAGS.tflite_tile_size < 0:
+        raise ValueError(f"--tflite_tile_size must be >= 0. Received: {FLAGS.tflite_tile_size}")
+    pairs = []
+    if FLAGS.verify_dir:
+        if not os.path.isdir(FLAGS.verify_dir):
+            raise ValueError(f"--verify_dir is not a directory: {FLAGS.verify_dir}")
+        pairs = find_pairs(FLAGS.verify_dir)
+        if not pairs:
+            raise ValueError(f"No <name>_A.<ext> / <name>_B.<ext> pairs in {FLAGS.verify_dir}.")
+    return zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model), version_dir, pairs
+
+
+def write_tflite(network, directory: str) -> dict:
+    """Writes the requested TFLite files; returns {file name: description}."""
+    from mfkeras import tflite
+
+    os.makedirs(directory, exist_ok=True)
+    written = {}
+    quantizations = FLAGS.tflite or (["float32"] if FLAGS.tflite_tile_size else [])
+    for quantization in quantizations:
+        tiles = [None] + ([FLAGS.tflite_tile_size] if FLAGS.tflite_tile_size else [])
+        for tile_size in tiles:
+            name = f"score_map_{quantization}.tflite" if tile_size is None else (
+                f"score_map_tile{tile_size}_{quantization}.tflite"
+            )
+            if name in written:
+                continue
+            payload = tflite.convert(network, quantization, tile_size=tile_size)
+            Path(directory, name).write_bytes(payload)
+            written[name] = {"quantization": quantization, "tile_size": tile_size, "bytes": len(payload)}
+            print(f"  tflite: {os.path.join(directory, name)} ({len(payload) / 1e6:.1f} MB)")
+    return written
+
+
+def verify(version_dir, network, options, pairs, tflite_dir, tflite_files) -> dict:
+    """Compares the written artefacts with the Python pipeline on image pairs."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mfkeras import fusion, images, inference, tflite
+
+    from mfkeras import export
+
+    served = tf.saved_model.load(version_dir).signatures["fuse"]
+    # Near-exact scores: TFLite and TensorFlow float32 each round differently.
+    exact = export.score_function(network, "float64") if tflite_files else None
+    interpreters = {
+        name: (info, tflite.make_interpreter(Path(tflite_dir, name).read_bytes()))
+        for name, info in tflite_files.items()
+    }
+    rows = []
+    for name, path_a, path_b in pairs:
+        a, b = images.read_image(path_a), images.read_image(path_b)
+        start = time.perf_counter()
+        reference = fusion.fuse([a, b], network, options)
+        python_s = time.perf_counter() - start
+        start = time.perf_counter()
+        out = {k: v.numpy() for k, v in served(image_a=tf.constant(a), image_b=tf.constant(b)).items()}
+        served_s = time.perf_counter() - start
+        diff = np.abs(out["fused"].astype(np.int32) - reference.fused.astype(np.int32))
+        row = {
+            "pair": name,
+            "decision_agreement": float(np.mean(out["decision_map"].astype(bool) == reference.decision)),
+            "fused_mean_abs_diff": float(diff.mean()),
+            "fused_max_abs_diff": int(diff.max()),
+            "focus_map_max_abs_diff": float(np.abs(out["focus_map"] - reference.focus_map).max()),
+            "python_s": python_s,
+            "served_s": served_s,
+            "tflite": {},
+        }
+        gray = [inference.to_gray(fusion.to_unit_range(x)) for x in (a, b)]
+        if exact is not None:
+            exact_scores = exact(gray[0][None, ..., None], gray[1][None, ..., None]).numpy()[0, ..., 0]
+            row["keras_float32_vs_float64"] = float(np.abs(reference.score_map - exact_scores).max())
+        for file_name, (info, interpreter) in interpreters.items():
+            if info["tile_size"] is None:
+                scores = tflite.score_map(interpreter, *gray)
+            else:
+                scores = tflite.tiled_score_map(interpreter, network, *gray)
+            focus = fusion.focus_map(scores, a.shape[:2], network.stride, network.patch_size)
+            initial = focus > 0.5
+            decision = fusion.verify_consistency(initial, options)
+            weights = fusion.refine_decision(decision, *gray, options)
+            if options.clip_weights:
+                weights = np.clip(weights, 0.0, 1.0)
+            fused = fusion.blend(a, b, weights)
+            row["tflite"][file_name] = {
+                "fused_mean_abs_diff": float(np.abs(fused.astype(np.int32) - reference.fused).mean()),
+                "score_max_abs_diff": float(np.abs(scores - reference.score_map).max()),
+                "score_max_abs_diff_vs_float64": float(np.abs(scores - exact_scores).max()),
+                "initial_decision_agreement": float(np.mean(initial == reference.initial_decision)),
+                "decision_agreement": float(np.mean(decision == reference.decision)),
+            }
+        rows.append(row)
+        print(
+            f"  {name}: decision agreement {100 * row['decision_agreement']:.3f} %, fused mean abs diff "
+            f"{row['fused_mean_abs_diff']:.4f} (max {row['fused_max_abs_diff']}), "
+            f"python {python_s:.1f} s, served {served_s:.1f} s"
+        )
+    summary = {
+        "pairs": len(rows),
+        "min_decision_agreement": min(r["decision_agreement"] for r in rows),
+        "mean_decision_agreement": float(np.mean([r["decision_agreement"] for r in rows])),
+        "max_fused_mean_abs_diff": max(r["fused_mean_abs_diff"] for r in rows),
+        "mean_fused_mean_abs_diff": float(np.mean([r["fused_mean_abs_diff"] for r in rows])),
+        "tflite": {},
+    }
+    if tflite_files:
+        summary["keras_float32_vs_float64"] = max(r["keras_float32_vs_float64"] for r in rows)
+    for file_name in tflite_files:
+        entries = [r["tflite"][file_name] for r in rows]
+        summary["tflite"][file_name] = {
+            "max_score_abs_diff": max(e["score_max_abs_diff"] for e in entries),
+            "max_score_abs_diff_vs_float64": max(e["score_max_abs_diff_vs_float64"] for e in entries),
+            "min_initial_decision_agreement": min(e["initial_decision_agreement"] for e in entries),
+            "min_decision_agreement": min(e["decision_agreement"] for e in entries),
+            "mean_initial_decision_agreement": float(
+                np.mean([e["initial_decision_agreement"] for e in entries])
+            ),
+            "max_fused_mean_abs_diff": max(e["fused_mean_abs_diff"] for e in entries),
+        }
+    return {"summary": summary, "pairs": rows}
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TensorFlow's saving chatter
+    with cli.clean_errors("mfkeras-export"):
+        # Everything is checked before TensorFlow is imported: errors come fast and alone.
+        model_path, version_dir, pairs = check_arguments()
+
+        import tensorflow as tf
+
+        from mfkeras import export, fusion, images, tflite, zoo
+
+        options = fusion.FusionOptions(
+            symmetric=FLAGS.symmetric,
+            dense=FLAGS.dense,
+            consistency=FLAGS.consistency,
+            area_ratio=FLAGS.area_ratio,
+            refine=FLAGS.refine,
+        )
+        model = zoo.load_patch_model(model_path)
+        network = fusion.as_score_network(model, dense=options.dense)
+        if os.path.exists(version_dir):
+            tf.io.gfile.rmtree(version_dir)
+        export.export_saved_model(
+            version_dir,
+            network,
+            options,
+            inference_dtype=FLAGS.inference_dtype,
+            jit_compile=FLAGS.jit_compile,
+        )
+        print(f"Exported {model.name} -> {version_dir} (signatures: {', '.join(export.SERVING_SIGNATURES)})")
+        tflite_dir = os.path.join(FLAGS.output_dir, "tflite")
+        tflite_files = write_tflite(network, tflite_dir) if (FLAGS.tflite or FLAGS.tflite_tile_size) else {}
+        record = {
+            "flags": {name: FLAGS[name].value for name in KNOWN_FLAGS},
+            "model": model.name,
+            "model_path": str(model_path),
+            "saved_model": os.path.relpath(version_dir, FLAGS.output_dir),
+            "signatures": list(export.SERVING_SIGNATURES),
+            "options": {key: getattr(options, key) for key in options.__dataclass_fields__},
+            "stride": network.stride,
+            "patch_size": network.patch_size,
+            "tflite": tflite_files,
+            "tflite_interpreter": tflite.interpreter_package(),
+            "tensorflow": tf.__version__,
+        }
+        images.write_bytes_atomic(
+            os.path.join(FLAGS.output_dir, "export.json"), json.dumps(record, indent=2).encode()
+        )
+        if pairs:
+            report = verify(version_dir, network, options, pairs, tflite_dir, tflite_files)
+            report["export"] = record
+            summary = report["summary"]
+            print(
+                f"Parity on {summary['pairs']} pairs: decision agreement >= "
+                f"{100 * summary['min_decision_agreement']:.3f} %, fused mean abs diff <= "
+                f"{summary['max_fused_mean_abs_diff']:.4f}"
+            )
+            for name, figures in summary["tflite"].items():
+                print(
+                    f"  {name}: score max abs diff {figures['max_score_abs_diff']:.2e} (vs float64 "
+                    f"{figures['max_score_abs_diff_vs_float64']:.2e}), decision "
+                    f"agreement >= {100 * figures['min_initial_decision_agreement']:.3f} % (initial), "
+                    f"{100 * figures['min_decision_agreement']:.3f} % (after consistency), fused mean abs "
+                    f"diff <= {figures['max_fused_mean_abs_diff']:.4f}"
+                )
+            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.verify_json)), exist_ok=True)
+            images.write_bytes_atomic(FLAGS.verify_json, json.dumps(report, indent=2).encode())
+            print(f"  figures: {FLAGS.verify_json}")
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
