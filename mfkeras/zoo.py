@@ -10,7 +10,7 @@ SAVED_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
 MODEL_FILE = "patch_model.keras"
 CARD_FILE = "model_card.json"
 # The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
-DEFAULT_MODEL = "li2018"
+DEFAULT_MODEL = "liu2017_single_fc"
 
 
 class ModelNotFoundError(FileNotFoundError):
