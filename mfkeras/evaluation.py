@@ -642,6 +642,11 @@ def _pyplot():
     return plt
 
 
+def _tight_layout_below_title(figure) -> None:
+    # Leaves about 0.3 inch for the suptitle, whatever the figure's height.
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.3 / figure.get_figheight()))
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -671,11 +676,13 @@ def bar_chart_png(
     plt = _pyplot()
     methods = list(means)
     highlight = set(highlight) or set(methods)
-    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
-    colours = [palette(i % palette.N) if m in highlight else "0.75" for i, m in enumerate(methods)]
-    columns = min(4, len(metric_names))
+    shown = [m for m in methods if m in highlight]
+    palette = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
+    colours = [palette(shown.index(m) % palette.N) if m in highlight else "0.75" for m in methods]
+    # Panels side by side up to about 20 inches; many methods get fewer, wider panels.
+    width = max(2.5, (0.28 if len(methods) <= 10 else 0.2) * len(methods) + 1.0)
+    columns = max(1, min(4, len(metric_names), int(20 // width)))
     rows = math.ceil(len(metric_names) / columns)
-    width = max(2.5, 0.28 * len(methods) + 1.0)
     figure, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.4 * rows), squeeze=False)
     positions = np.arange(len(methods))
     for axis, metric in zip(axes.ravel(), metric_names):
@@ -701,7 +708,7 @@ def bar_chart_png(
     for axis in axes.ravel()[len(metric_names) :]:
         axis.axis("off")
     figure.suptitle("Mean score per method (value axes zoomed; best outlined)", fontsize=11)
-    figure.tight_layout()
+    _tight_layout_below_title(figure)
     return _png(figure)
 
 
@@ -811,5 +818,5 @@ def gallery_png(
     for axis in axes.ravel()[count:]:
         axis.axis("off")
     figure.suptitle(f"{pair.name}: red box magnified {zoom}x in the inset", fontsize=10)
-    figure.tight_layout()
+    _tight_layout_below_title(figure)
     return _png(figure)
