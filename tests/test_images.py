@@ -128,3 +128,35 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_sixteen_bit_jpeg_is_refused(tmp_path):
     with pytest.raises(images.ImageError, match="16-bit"):
         images.write_image(str(tmp_path / "x.jpg"), np.zeros((4, 4), np.uint16))
+
+
+def test_palette_images_are_read_as_rgb(tmp_path):
+    import PIL.Image
+
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((20, 24, 3)) * 255).astype(np.uint8)
+    palette = PIL.Image.fromarray(rgb).convert("P", palette=PIL.Image.ADAPTIVE, colors=8)
+    path = tmp_path / "palette.png"
+    palette.save(path)
+    image = images.read_image(str(path))
+    np.testing.assert_array_equal(image, np.array(palette.convert("RGB")))
+
+
+def test_directory_without_write_permission_is_named(tmp_path, monkeypatch):
+    real_access = os.access
+
+    def no_write(path, mode):
+        return False if mode == os.W_OK else real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", no_write)
+    with pytest.raises(images.ImageError, match="not writable"):
+        images.check_output_path(str(tmp_path / "out.png"))
+
+
+def test_infinite_float_input_is_refused_by_the_python_api():
+    from mfkeras import fusion
+
+    frame = np.zeros((20, 20), np.float32)
+    frame[3, 4] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fusion.validate_images([frame, np.zeros((20, 20), np.float32)])
