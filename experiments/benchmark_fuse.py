@@ -49,14 +49,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / sorted(times)[len(times) // 2] / 1e9
 
 
-def median_seconds(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv):
@@ -83,8 +75,8 @@ def main(argv):
             model = zoo.load_patch_model(spec)
             network = fusion.as_score_network(model, dense=FLAGS.dense)
             gray = [inference.to_gray(fusion.to_unit_range(s)) for s in sources]
-            end_to_end = median_seconds(lambda: fusion.fuse(sources, network, options), FLAGS.repeats)
-            scoring = median_seconds(lambda: inference.score_map(network, *gray), FLAGS.repeats)
+            end_to_end = cli.median_seconds(lambda: fusion.fuse(sources, network, options), FLAGS.repeats)
+            scoring = cli.median_seconds(lambda: inference.score_map(network, *gray), FLAGS.repeats)
             flops = score_map_flops(network.config, *gray[0].shape, dense=FLAGS.dense)
             entry = {
                 "end_to_end_s": end_to_end, "score_map_s": scoring, "score_map_gflop": flops / 1e9,

@@ -37,14 +37,6 @@ flags.DEFINE_string("output_dir", str(REPO_ROOT / "experiments/results/stack"), 
 FLAGS = flags.FLAGS
 
 
-def _median_seconds(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def synthetic_stack(pair, count):
@@ -76,9 +68,9 @@ def main(argv):
         frames = synthetic_stack(pair, FLAGS.frames)
         joint = fusion.FusionOptions(stack_method="joint")
         sequential = fusion.FusionOptions(stack_method="sequential")
-        pair_s = _median_seconds(lambda: fusion.fuse(pair, network), FLAGS.repeats)
-        joint_s = _median_seconds(lambda: fusion.fuse(frames, network, joint), FLAGS.repeats)
-        seq_s = _median_seconds(lambda: fusion.fuse(frames, network, sequential), FLAGS.repeats)
+        pair_s = cli.median_seconds(lambda: fusion.fuse(pair, network), FLAGS.repeats)
+        joint_s = cli.median_seconds(lambda: fusion.fuse(frames, network, joint), FLAGS.repeats)
+        seq_s = cli.median_seconds(lambda: fusion.fuse(frames, network, sequential), FLAGS.repeats)
         report = {
             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
             "model": model.name,

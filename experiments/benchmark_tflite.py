@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -39,15 +38,6 @@ flags.DEFINE_string("output_json", str(REPO_ROOT / "experiments/results/benchmar
 FLAGS = flags.FLAGS
 
 
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` runs after one warm-up."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv):
@@ -90,7 +80,7 @@ def main(argv):
         for label, dtype, jit in [("tf_float32", "float32", False), ("tf_bfloat16", "bfloat16", False),
                                   ("tf_float32_xla", "float32", True)]:
             function = export.score_function(network, dtype, jit)
-            seconds[label] = median_seconds(lambda: function(*batch).numpy(), FLAGS.repeats)
+            seconds[label] = cli.median_seconds(lambda: function(*batch).numpy(), FLAGS.repeats)
             if reference is None:
                 reference = function(*batch).numpy()[0, :, :, 0]
             print(f"{label:28s} {seconds[label]:.3f} s")
@@ -108,11 +98,11 @@ def main(argv):
             else:
                 label = f"tflite_tile{tile_size}_{quantization}"
                 run = lambda: tflite.tiled_score_map(interpreter, network, *gray)  # noqa: E731
-            seconds[label] = median_seconds(run, FLAGS.repeats)
+            seconds[label] = cli.median_seconds(run, FLAGS.repeats)
             report["max_abs_diff_vs_tf_float32"][label] = float(np.abs(run() - reference).max())
             print(f"{label:28s} {seconds[label]:.3f} s")
         module = export.FusionModule(network)
-        seconds["savedmodel_fuse_end_to_end"] = median_seconds(
+        seconds["savedmodel_fuse_end_to_end"] = cli.median_seconds(
             lambda: module.fuse(*sources)["fused"].numpy(), FLAGS.repeats
         )
         print(f"{'savedmodel_fuse_end_to_end':28s} {seconds['savedmodel_fuse_end_to_end']:.3f} s")

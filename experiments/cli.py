@@ -2,6 +2,7 @@
 
 import contextlib
 import sys
+import time
 
 USAGE_EXIT_STATUS = 2
 
@@ -41,3 +42,14 @@ def check_same_kind(sources, paths) -> None:
             raise ValueError(
                 f"Input bit depths differ: {paths[0]} is {first.dtype}, {path} is {image.dtype}."
             )
+
+
+def median_seconds(function, repeats: int) -> float:
+    """Median wall time of ``function()`` over ``repeats`` runs after one warm-up."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]

@@ -1,5 +1,4 @@
 import os
-import warnings
 
 import cv2
 import numpy as np
