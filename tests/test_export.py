@@ -358,8 +358,9 @@ def test_keras_files_load_in_a_fresh_process_without_mfkeras(tiny_model, tmp_pat
         np.testing.assert_allclose(
             np.load(tmp_path / f"{name}_patch_out.npy"), patch_out, atol=1e-5, err_msg=name
         )
+        # oneDNN rounds a batch of two differently from two batches of one: ~1e-5 on scores.
         np.testing.assert_allclose(
-            np.load(tmp_path / f"{name}_score_out.npy")[0, ..., 0], scores, atol=1e-5, err_msg=name
+            np.load(tmp_path / f"{name}_score_out.npy")[0, ..., 0], scores, atol=5e-5, err_msg=name
         )
 
 
