@@ -430,6 +430,8 @@ class FusionModule(tf.Module):
             ),
         ]
         with tf.control_dependencies(checks):  # fail with these messages, not deep inside the network
+            # Every later use of the images goes through these identities, so the checks run first.
+            image_a, image_b = tf.identity(image_a), tf.identity(image_b)
             gray_a, gray_b = to_gray(image_a), to_gray(image_b)
         height, width = shape[0], shape[1]
         scores = self._fuse_scores(gray_a[None, ..., None], gray_b[None, ..., None])[0, :, :, 0]
