@@ -53,3 +53,27 @@ def median_seconds(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def define_fusion_flags(flags) -> None:
+    """Defines the flags shared by every script that fuses: model choice and FusionOptions."""
+    flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
+    flags.DEFINE_string("liu_mat", None, "Use the authors' released weights (cnnmodel.mat) instead.")
+    flags.DEFINE_enum("refine", "guided", ["guided", "dilate", "none"], "Decision-map refinement.")
+    flags.DEFINE_enum(
+        "consistency", "remove_small", ["remove_small", "largest", "none"], "Consistency verification."
+    )
+    flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
+    flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
+    flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
+
+
+def fusion_option_kwargs(flag_values) -> dict:
+    """The FusionOptions arguments that :func:`define_fusion_flags` set."""
+    return {
+        "symmetric": flag_values.symmetric,
+        "dense": flag_values.dense,
+        "consistency": flag_values.consistency,
+        "area_ratio": flag_values.area_ratio,
+        "refine": flag_values.refine,
+    }

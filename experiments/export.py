@@ -40,15 +40,7 @@ INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")  # mfkeras.expo
 
 flags.DEFINE_string("output_dir", None, "Directory to export into (the TensorFlow Serving model base path).")
 flags.DEFINE_integer("version", 1, "SavedModel version folder under --output_dir.")
-flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
-flags.DEFINE_string("liu_mat", None, "Use the authors' released weights (cnnmodel.mat) instead.")
-flags.DEFINE_enum("refine", "guided", ["guided", "dilate", "none"], "Decision-map refinement.")
-flags.DEFINE_enum(
-    "consistency", "remove_small", ["remove_small", "largest", "none"], "Consistency verification."
-)
-flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
-flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
-flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
+cli.define_fusion_flags(flags)
 flags.DEFINE_enum(
     "inference_dtype", "float32", list(INFERENCE_DTYPES),
     "Network precision (float16, bfloat16: mixed; float64: reference).",
@@ -236,11 +228,7 @@ def main(argv):
         from mfkeras import export, fusion, images, tflite, zoo
 
         options = fusion.FusionOptions(
-            symmetric=FLAGS.symmetric,
-            dense=FLAGS.dense,
-            consistency=FLAGS.consistency,
-            area_ratio=FLAGS.area_ratio,
-            refine=FLAGS.refine,
+            **cli.fusion_option_kwargs(FLAGS),
         )
         model = zoo.load_patch_model(model_path)
         network = fusion.as_score_network(model, dense=options.dense)

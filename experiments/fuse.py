@@ -24,15 +24,7 @@ DEMO_OUTPUT_DIR = "demo_output"
 
 flags.DEFINE_list("inputs", None, "Input images (paths or glob patterns), comma-separated.")
 flags.DEFINE_string("output", None, "Fused image to write (.png, .jpg, .tif, .bmp).")
-flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
-flags.DEFINE_string("liu_mat", None, "Use the authors' released weights (cnnmodel.mat) instead.")
-flags.DEFINE_enum("refine", "guided", ["guided", "dilate", "none"], "Decision-map refinement.")
-flags.DEFINE_enum(
-    "consistency", "remove_small", ["remove_small", "largest", "none"], "Consistency verification."
-)
-flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
-flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
-flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
+cli.define_fusion_flags(flags)
 flags.DEFINE_enum(
     "stack_method", "joint", ["joint", "sequential"],
     "Three or more inputs: joint O(N) scoring with one label map, or pairwise in sequence.",
@@ -99,11 +91,7 @@ def main(argv):
                   f"kept rows {top}:{bottom}, columns {left}:{right}")
         model = zoo.load_patch_model(model_path)
         options = fusion.FusionOptions(
-            symmetric=FLAGS.symmetric,
-            dense=FLAGS.dense,
-            consistency=FLAGS.consistency,
-            area_ratio=FLAGS.area_ratio,
-            refine=FLAGS.refine,
+            **cli.fusion_option_kwargs(FLAGS),
             stack_method=FLAGS.stack_method,
             max_tile_side=FLAGS.max_tile_side,
             memory_budget_mb=FLAGS.memory_budget_mb,
