@@ -157,7 +157,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from experiments import cli
+
 _IMAGE_DIR = flags.DEFINE_string(
     "image_dir", str(Path(__file__).resolve().parents[2] / "shared/data/voc2012-train"), "Folder of training images."
 )
@@ -115,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_main(main)

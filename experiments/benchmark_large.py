@@ -16,12 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
+
+from experiments import cli  # noqa: E402
 
 flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                              str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],
@@ -37,7 +39,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from experiments import cli
 
     with cli.clean_errors("benchmark_large"):
         import cv2
@@ -70,7 +71,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

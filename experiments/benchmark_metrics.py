@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
     from mfkeras import metrics
 
+from experiments import cli  # noqa: E402
 _PAIR_DIR = flags.DEFINE_string(
     "pair_dir",
     str(REPO_ROOT.parent / "shared" / "data" / "lytro"),
@@ -169,4 +170,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_main(main)

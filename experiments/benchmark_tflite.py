@@ -16,7 +16,7 @@ import platform
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def main(argv):
 
 def run():
     """Entry point."""
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,26 @@ import time
 USAGE_EXIT_STATUS = 2
 
 
+def parse_flags(argv):
+    """absl flag parsing with one-line errors and exit status 2 (absl itself exits with 1)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        program = argv[0].rsplit("/", 1)[-1] if argv else "mfkeras"
+        print(f"{program}: error: {error}", file=sys.stderr)
+        print("Pass --helpfull to see the flags.", file=sys.stderr)
+        sys.exit(USAGE_EXIT_STATUS)
+
+
+def run_main(main) -> None:
+    """``absl.app.run(main)`` with :func:`parse_flags`: every script exits 2 on bad flags."""
+    from absl import app
+
+    app.run(main, flags_parser=parse_flags)
+
+
 @contextlib.contextmanager
 def clean_errors(program: str):
     """Turns input errors into one line on stderr and exit status 2 (no traceback)."""

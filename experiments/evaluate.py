@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -232,7 +232,7 @@ def _write_outputs(evaluation, images, rows, settings, labels, gallery_pair, kep
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

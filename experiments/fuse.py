@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -109,7 +109,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

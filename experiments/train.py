@@ -16,6 +16,7 @@ import os
 
 from absl import app, flags
 
+from experiments import cli
 from mfkeras import data, training
 from mfkeras.config import PRESETS, get_preset
 
@@ -133,7 +134,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run_main(main)
 
 
 if __name__ == "__main__":

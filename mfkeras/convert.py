@@ -56,6 +56,57 @@ class DilatedMaxPool2D(keras.layers.Layer):
         return {**super().get_config(), "dilation": self.dilation, "padding": self.padding}
 
 
+@keras.saving.register_keras_serializable(package="mfkeras")
+class TapSumConv2D(keras.layers.Conv2D):
+    """A 'valid' k x k convolution with few output channels, computed tap by tap.
+
+    One 1x1 convolution maps the input to one channel per (tap, output) and the
+    k * k shifted maps are summed. The result is the same as ``Conv2D``'s, but
+    each dot product runs over C inputs instead of k * k * C. For the score
+    layer (8 x 8 x 512 -> 1) that makes oneDNN's float32 result about 30 times
+    closer to the exact one (oneDNN sums the 32,768 terms of a one-output
+    convolution in a single accumulator) and the layer about 3 times faster.
+    The kernel variable keeps ``Conv2D``'s shape, so weights transfer unchanged.
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if self.padding != "valid" or tuple(self.strides) != (1, 1) or self.groups != 1:
+            raise ValueError("TapSumConv2D supports 'valid' padding, stride 1 and groups=1 only.")
+
+    def convolution_op(self, inputs, kernel):
+        rows, cols, channels, filters = self.kernel_size + (kernel.shape[2], self.filters)
+        dilation_rows, dilation_cols = self.dilation_rate
+        # (k, k, C, F) -> (1, 1, C, k * k * F): output channel (i * k + j) * F + f is tap (i, j).
+        per_tap = keras.ops.reshape(
+            keras.ops.transpose(kernel, (2, 0, 1, 3)), (1, 1, channels, rows * cols * filters)
+        )
+        maps = keras.ops.conv(inputs, per_tap, padding="valid")
+        shape = keras.ops.shape(maps)
+        height = shape[1] - (rows - 1) * dilation_rows
+        width = shape[2] - (cols - 1) * dilation_cols
+        total = None
+        for i in range(rows):
+            for j in range(cols):
+                first = (i * cols + j) * filters
+                top, left = i * dilation_rows, j * dilation_cols
+                term = maps[:, top : top + height, left : left + width, first : first + filters]
+                total = term if total is None else total + term
+        return total
+
+
+# A k x k layer with at most this many (tap, output) maps uses TapSumConv2D.
+TAP_SUM_MAX_MAPS = 256
+
+
+def _window_conv(filters: int, kernel_size, dilation: int, **kwargs) -> keras.layers.Conv2D:
+    """The layer for a 'valid' window convolution: TapSumConv2D when its maps are few."""
+    rows, cols = kernel_size
+    if rows * cols > 1 and rows * cols * filters <= TAP_SUM_MAX_MAPS:
+        return TapSumConv2D(filters, kernel_size, padding="valid", dilation_rate=dilation, **kwargs)
+    return keras.layers.Conv2D(filters, kernel_size, padding="valid", dilation_rate=dilation, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoreNetwork:
     """An all-convolutional score-map network and where its scores sit.
@@ -184,11 +235,10 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
             # softmax([l0, l1])[1] == sigmoid(l1 - l0).
             kernel = kernel[..., 1:2] - kernel[..., 0:1]
             bias = bias[1:2] - bias[0:1]
-        conv = keras.layers.Conv2D(
+        conv = _window_conv(
             kernel.shape[-1],
             kernel.shape[:2],
-            padding="valid",
-            dilation_rate=dilation if is_first else 1,
+            dilation if is_first else 1,
             activation="sigmoid" if is_last else "relu",
             name="score" if is_last else f"{layer.name}_conv",
         )
@@ -291,11 +341,10 @@ def to_stack_head(network: ScoreNetwork) -> StackHead:
     channels = network.config.feature_channels
     units = kernel.shape[-1]
     features = keras.Input((None, None, channels), name="features")
-    projection = keras.layers.Conv2D(
+    projection = _window_conv(
         2 * units,
         kernel.shape[:2],
-        padding="valid",
-        dilation_rate=first.dilation_rate,
+        first.dilation_rate,
         use_bias=False,
         name="projection",
     )

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mfkeras.config import POOL, ModelConfig
+from mfkeras.config import POOL, ModelConfig, get_preset
 from mfkeras.convert import to_fully_convolutional
 from mfkeras.model import build_patch_model
 
@@ -93,3 +93,67 @@ def test_conversion_copies_weights_instead_of_sharing_them():
     for variable in model.weights:
         variable.assign(np.zeros(variable.shape, "float32"))
     np.testing.assert_array_equal(network.model([a, b]).numpy(), before)
+
+
+@pytest.mark.parametrize("dilation", [1, 3])
+@pytest.mark.parametrize("filters", [1, 2])
+def test_tap_sum_convolution_equals_conv2d(dilation, filters):
+    import keras
+
+    from mfkeras.convert import TapSumConv2D
+
+    rng = np.random.default_rng(dilation + filters)
+    inputs = rng.standard_normal((2, 30, 27, 6)).astype(np.float32)
+    kernel = rng.standard_normal((4, 4, 6, filters)).astype(np.float32)
+    bias = rng.standard_normal(filters).astype(np.float32)
+    layers = [
+        cls(filters, 4, dilation_rate=dilation, activation="sigmoid") for cls in (keras.layers.Conv2D, TapSumConv2D)
+    ]
+    outputs = []
+    for layer in layers:
+        layer.build(inputs.shape)
+        layer.set_weights([kernel, bias])
+        outputs.append(layer(inputs).numpy())
+    assert outputs[1].shape == outputs[0].shape == (2, 30 - 3 * dilation, 27 - 3 * dilation, filters)
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    # Serialisable like any Keras layer.
+    clone = TapSumConv2D.from_config(layers[1].get_config())
+    assert clone.dilation_rate == (dilation, dilation) and clone.filters == filters
+
+
+def test_score_layer_is_close_to_float64_at_full_depth():
+    """The 8x8x512 -> 1 score layer, summed tap by tap, stays near float64 (oneDNN Conv2D: 1.2e-5)."""
+    import tensorflow as tf
+
+    from mfkeras.convert import TapSumConv2D
+
+    rng = np.random.default_rng(0)
+    features = rng.random((1, 40, 40, 512), dtype=np.float32)  # non-negative, as after ReLU
+    kernel = (rng.standard_normal((8, 8, 512, 1)) * 0.02).astype(np.float32)
+    layer = TapSumConv2D(1, 8)
+    layer.build(features.shape)
+    layer.set_weights([kernel, np.zeros(1, np.float32)])
+    exact = tf.nn.conv2d(features.astype(np.float64), kernel.astype(np.float64), 1, "VALID").numpy()
+    assert np.abs(layer(features).numpy() - exact).max() <= 2e-6 * np.abs(exact).max()
+
+
+def test_small_window_heads_use_tap_sums():
+    import keras
+
+    from mfkeras.convert import TapSumConv2D
+
+    network = to_fully_convolutional(build_patch_model(get_preset("liu2017_single_fc")))
+    convs = [layer for layer in network.head.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [type(layer) for layer in convs] == [TapSumConv2D]
+    network = to_fully_convolutional(build_patch_model(get_preset("liu2017")))
+    convs = [layer for layer in network.head.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert not any(isinstance(layer, TapSumConv2D) for layer in convs)  # 64 x 256 maps: direct
+
+
+def test_tap_sum_convolution_rejects_what_it_cannot_compute():
+    from mfkeras.convert import TapSumConv2D
+
+    with pytest.raises(ValueError, match="'valid' padding, stride 1"):
+        TapSumConv2D(1, 3, padding="same")
+    with pytest.raises(ValueError, match="'valid' padding, stride 1"):
+        TapSumConv2D(1, 3, strides=2)
