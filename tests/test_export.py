@@ -211,18 +211,28 @@ def test_reduced_precision_and_xla_stay_close(tiny_model, inference_dtype, jit_c
     np.testing.assert_allclose(got, reference, atol=tolerance)
 
 
+def test_reduced_precision_keeps_the_first_and_last_convolutions_float32(tiny_model):
+    network = export.cast_network(fusion.as_score_network(tiny_model), "bfloat16")
+    convs = [layer for model in (network.branch, network.head) for layer in model.layers if hasattr(layer, "kernel")]
+    assert [layer.compute_dtype for layer in convs] == ["float32"] + ["bfloat16"] * (len(convs) - 2) + ["float32"]
+    assert all(layer.kernel.dtype == "float32" for layer in convs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("inference_dtype", ["bfloat16", "float16"])
 def test_reduced_precision_decisions_on_lytro(released_model, inference_dtype):
-    """Mixed precision keeps >= 99 % of the float32 decisions (the TFLite bound)."""
+    """Mixed precision keeps the served bound, >= 99.5 % of the float32 decisions, on the
+    whole of lytro_11 (98.9 % in bfloat16 when the first convolution is bfloat16 too)."""
+    from mfkeras import images
+
     network = fusion.as_score_network(released_model)
     module = export.FusionModule(network, inference_dtype=inference_dtype)
-    a, b = _lytro_crop("01")
+    a, b = [images.read_image(str(shared_path("data", "lytro", f"lytro_11_{s}.jpg"))) for s in "AB"]
     expected = fusion.fuse([a, b], network)
     got = module.fuse(a, b)
     initial = got["focus_map"].numpy() > 0.5
-    assert np.mean(initial == expected.initial_decision) >= 0.99
-    assert np.mean(got["decision_map"].numpy().astype(bool) == expected.decision) >= 0.99
+    assert np.mean(initial == expected.initial_decision) >= 0.995
+    assert np.mean(got["decision_map"].numpy().astype(bool) == expected.decision) >= 0.995
 
 
 def _lytro_crop(name):
