@@ -5,6 +5,8 @@ import sys
 import time
 
 USAGE_EXIT_STATUS = 2
+# mfkeras.precision.INFERENCE_DTYPES, repeated so that flags are checked before TensorFlow loads.
+INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def parse_flags(argv):
@@ -86,6 +88,12 @@ def define_fusion_flags(flags) -> None:
     flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
     flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
     flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
+    flags.DEFINE_enum(
+        "inference_dtype", "float32", list(INFERENCE_DTYPES),
+        "Network precision: float16 / bfloat16 mixed precision (GPUs; bfloat16 also CPUs with AMX), "
+        "float64 a slow reference. TensorFlow uses a GPU when it sees one.",
+    )
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the network (one compilation per image size).")
 
 
 def fusion_option_kwargs(flag_values) -> dict:
@@ -96,4 +104,6 @@ def fusion_option_kwargs(flag_values) -> dict:
         "consistency": flag_values.consistency,
         "area_ratio": flag_values.area_ratio,
         "refine": flag_values.refine,
+        "inference_dtype": flag_values.inference_dtype,
+        "jit_compile": flag_values.jit_compile,
     }

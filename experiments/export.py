@@ -18,6 +18,7 @@ Example:
   docker run -p 8501:8501 -v "$PWD/exported/mfkeras:/models/mfkeras" -e MODEL_NAME=mfkeras tensorflow/serving
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -36,16 +37,10 @@ if __package__ in (None, ""):
 from experiments import cli  # noqa: E402
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")  # mfkeras.tflite.QUANTIZATIONS, without TF
-INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")  # mfkeras.export.INFERENCE_DTYPES
 
 flags.DEFINE_string("output_dir", None, "Directory to export into (the TensorFlow Serving model base path).")
 flags.DEFINE_integer("version", 1, "SavedModel version folder under --output_dir.")
 cli.define_fusion_flags(flags)
-flags.DEFINE_enum(
-    "inference_dtype", "float32", list(INFERENCE_DTYPES),
-    "Network precision (float16, bfloat16: mixed; float64: reference).",
-)
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the network in the SavedModel.")
 flags.DEFINE_list("tflite", [], f"TFLite quantizations to write, any of {', '.join(QUANTIZATIONS)}.")
 flags.DEFINE_integer(
     "tflite_tile_size", 0, "Also write fixed-tile TFLite models of this side, for GPU delegates (0: none)."
@@ -141,11 +136,13 @@ def verify(version_dir, network, options, pairs, tflite_dir, tflite_files) -> di
         name: (info, tflite.make_interpreter(Path(tflite_dir, name).read_bytes()))
         for name, info in tflite_files.items()
     }
+    # The reference is the Python pipeline in float32, whatever precision the export uses.
+    reference_options = dataclasses.replace(options, inference_dtype="float32", jit_compile=False)
     rows = []
     for name, path_a, path_b in pairs:
         a, b = images.read_image(path_a), images.read_image(path_b)
         start = time.perf_counter()
-        reference = fusion.fuse([a, b], network, options)
+        reference = fusion.fuse([a, b], network, reference_options)
         python_s = time.perf_counter() - start
         start = time.perf_counter()
         out = {k: v.numpy() for k, v in served(image_a=tf.constant(a), image_b=tf.constant(b)).items()}
@@ -234,13 +231,7 @@ def main(argv):
         network = fusion.as_score_network(model, dense=options.dense)
         if os.path.exists(version_dir):
             tf.io.gfile.rmtree(version_dir)
-        export.export_saved_model(
-            version_dir,
-            network,
-            options,
-            inference_dtype=FLAGS.inference_dtype,
-            jit_compile=FLAGS.jit_compile,
-        )
+        export.export_saved_model(version_dir, network, options)
         print(f"Exported {model.name} -> {version_dir} (signatures: {', '.join(export.SERVING_SIGNATURES)})")
         tflite_dir = os.path.join(FLAGS.output_dir, "tflite")
         tflite_files = write_tflite(network, tflite_dir) if (FLAGS.tflite or FLAGS.tflite_tile_size) else {}

@@ -21,7 +21,6 @@ labels 8-connected regions by min-label propagation with pointer jumping in a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import keras
@@ -29,57 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from mfkeras import inference
+from mfkeras.precision import INFERENCE_DTYPES, cast_network  # noqa: F401 (re-exported)
 from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 from mfkeras.fusion import FusionOptions, as_score_network
 
-INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 SERVING_SIGNATURES = ("serving_default", "fuse", "score_map")
-
-
-def cast_network(network: ScoreNetwork, inference_dtype: str = "float32") -> ScoreNetwork:
-    """Returns a copy of ``network`` computing in ``inference_dtype``.
-
-    For float16 and bfloat16 (Keras' ``mixed_*`` policies) the variables stay
-    float32 and every layer but the first convolution and the final scoring
-    convolution computes in the lower precision. Those two stay float32: the
-    first sees raw pixel differences (and costs under 1 % of the work), the last
-    decides on which side of 0.5 a probability falls. float64 is a slow,
-    near-exact reference for parity checks.
-
-    Args:
-        network: the all-convolutional network.
-        inference_dtype: one of ``INFERENCE_DTYPES``.
-
-    Returns:
-        ``network`` itself for float32, else a new :class:`ScoreNetwork` whose
-        ``model`` outputs float32 scores.
-    """
-    if inference_dtype not in INFERENCE_DTYPES:
-        raise ValueError(
-            f"inference_dtype must be one of {INFERENCE_DTYPES}. Received: {inference_dtype!r}"
-        )
-    if inference_dtype == "float32":
-        return network
-    if inference_dtype == "float64":
-        policy = last_policy = "float64"
-    else:
-        policy, last_policy = f"mixed_{inference_dtype}", "float32"
-    first = [layer for layer in network.branch.layers if isinstance(layer, keras.layers.Conv2D)][0]
-    last = [layer for layer in network.head.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-
-    def clone(layer):
-        dtype = last_policy if layer is first or layer is last else policy
-        return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
-
-    branch = keras.models.clone_model(network.branch, clone_function=clone)
-    head = keras.models.clone_model(network.head, clone_function=clone)
-    branch.set_weights(network.branch.get_weights())
-    head.set_weights(network.head.get_weights())
-    inputs = [keras.Input((None, None, 1), name=name) for name in (IMAGE_A, IMAGE_B)]
-    scores = head([branch(inputs[0]), branch(inputs[1])])
-    name = f"{network.model.name}_{inference_dtype}"
-    model = keras.Model(inputs, keras.ops.cast(scores, "float32"), name=name)
-    return dataclasses.replace(network, model=model, branch=branch, head=head)
 
 
 def score_function(
@@ -376,8 +329,9 @@ class FusionModule(tf.Module):
         network: the all-convolutional network (or a Keras patch model, converted
             with ``options.dense``).
         options: the fusion switches baked into ``fuse``.
-        inference_dtype: one of ``INFERENCE_DTYPES`` for the network.
-        jit_compile: XLA-compile the network.
+        inference_dtype: one of ``INFERENCE_DTYPES`` for the network (None:
+            ``options.inference_dtype``).
+        jit_compile: XLA-compile the network (None: ``options.jit_compile``).
         name: module name.
     """
 
@@ -385,13 +339,15 @@ class FusionModule(tf.Module):
         self,
         network,
         options: FusionOptions = FusionOptions(),
-        inference_dtype: str = "float32",
-        jit_compile: bool = False,
+        inference_dtype: str | None = None,
+        jit_compile: bool | None = None,
         name: str | None = None,
     ):
         super().__init__(name=name)
         if not isinstance(options, FusionOptions):
             raise TypeError(f"options must be a FusionOptions. Received {type(options).__name__}.")
+        inference_dtype = options.inference_dtype if inference_dtype is None else inference_dtype
+        jit_compile = options.jit_compile if jit_compile is None else jit_compile
         network = as_score_network(network, dense=options.dense)
         self.options = options
         self.inference_dtype = inference_dtype
@@ -472,8 +428,8 @@ def export_saved_model(
     export_dir: str | os.PathLike,
     network,
     options: FusionOptions = FusionOptions(),
-    inference_dtype: str = "float32",
-    jit_compile: bool = False,
+    inference_dtype: str | None = None,
+    jit_compile: bool | None = None,
 ) -> str:
     """Writes the fusion SavedModel (signatures ``serving_default`` = ``fuse``, ``fuse``, ``score_map``).
 
@@ -482,8 +438,8 @@ def export_saved_model(
             version folder such as ``models/mfkeras/1``).
         network: a :class:`ScoreNetwork` or a Keras patch model.
         options: the fusion switches baked into ``fuse``.
-        inference_dtype: one of ``INFERENCE_DTYPES``.
-        jit_compile: XLA-compile the network.
+        inference_dtype: one of ``INFERENCE_DTYPES`` (None: ``options.inference_dtype``).
+        jit_compile: XLA-compile the network (None: ``options.jit_compile``).
 
     Returns:
         ``export_dir`` as a string.

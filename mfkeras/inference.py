@@ -137,20 +137,20 @@ def _cached_function(network: ScoreNetwork, kind: str, build):
     return entry[1]
 
 
-def _pair_function(network: ScoreNetwork):
+def _pair_function(network: ScoreNetwork, jit_compile: bool = False):
     def build():
         spec = tf.TensorSpec((None, None, None, 1), tf.float32)
 
-        @tf.function(input_signature=[spec, spec])
+        @tf.function(input_signature=[spec, spec], jit_compile=jit_compile)
         def predict(a, b):
             # One branch call on the stacked images uses the cores better than two.
             features = network.branch(tf.concat([a, b], axis=0), training=False)
             count = tf.shape(a)[0]
-            return network.head([features[:count], features[count:]], training=False)
+            return tf.cast(network.head([features[:count], features[count:]], training=False), tf.float32)
 
         return predict
 
-    return _cached_function(network, "pair", build)
+    return _cached_function(network, "pair_xla" if jit_compile else "pair", build)
 
 
 def score_map(
@@ -159,6 +159,7 @@ def score_map(
     gray_b: np.ndarray,
     symmetric: bool = False,
     max_tile_side: int | None = None,
+    jit_compile: bool = False,
 ) -> np.ndarray:
     """Computes the score map of two gray images, in tiles if asked.
 
@@ -169,11 +170,12 @@ def score_map(
         symmetric: average s(A, B) and 1 - s(B, A), which makes swapping the
             inputs invert the scores exactly (twice the work).
         max_tile_side: tile side bound in pixels; None scores the whole image at once.
+        jit_compile: XLA-compile the network.
 
     Returns:
         (H', W') float32 probabilities that A is focused, see ``ScoreNetwork``.
     """
-    predict = _pair_function(network)
+    predict = _pair_function(network, jit_compile)
     height, width = gray_a.shape
     scores = np.empty(network.output_shape_for(height, width), np.float32)
     for tile in plan_tiles(network, height, width, max_tile_side):
@@ -188,27 +190,29 @@ def score_map(
     return scores
 
 
-def _stack_functions(network: ScoreNetwork):
+def _stack_functions(network: ScoreNetwork, jit_compile: bool = False):
     def build():
         stack_head = to_stack_head(network)
         spec = tf.TensorSpec((None, None, None, 1), tf.float32)
 
-        @tf.function(input_signature=[spec])
+        @tf.function(input_signature=[spec], jit_compile=jit_compile)
         def project(gray):
-            return stack_head.projector(network.branch(gray, training=False), training=False)
+            return tf.cast(stack_head.projector(network.branch(gray, training=False), training=False), tf.float32)
 
         pre_spec = tf.TensorSpec((None, None, None, stack_head.units), tf.float32)
 
-        @tf.function(input_signature=[pre_spec])
+        @tf.function(input_signature=[pre_spec], jit_compile=jit_compile)
         def tail(pre_activation):
             return stack_head.tail(pre_activation, training=False)
 
         return stack_head, project, tail
 
-    return _cached_function(network, "stack", build)
+    return _cached_function(network, "stack_xla" if jit_compile else "stack", build)
 
 
-def stack_scores(network: ScoreNetwork, grays: list, max_tile_side: int | None = None) -> np.ndarray:
+def stack_scores(
+    network: ScoreNetwork, grays: list, max_tile_side: int | None = None, jit_compile: bool = False
+) -> np.ndarray:
     """Scores every image of a stack against every other in O(N) network work.
 
     The branch and the first head layer run once per image; only the cheap rest
@@ -219,11 +223,12 @@ def stack_scores(network: ScoreNetwork, grays: list, max_tile_side: int | None =
         network: the score network.
         grays: N >= 2 gray (H, W) float images in [0, 1].
         max_tile_side: tile side bound in pixels; None scores whole images.
+        jit_compile: XLA-compile the network.
 
     Returns:
         (N, H', W') float32 scores, one map per image.
     """
-    stack_head, project, tail = _stack_functions(network)
+    stack_head, project, tail = _stack_functions(network, jit_compile)
     count = len(grays)
     height, width = grays[0].shape
     units = stack_head.units

@@ -388,10 +388,11 @@ def test_script_choices_match_the_library():
     from mfkeras import tflite
 
     constants = {}
-    for node in ast.parse(SCRIPT.read_text()).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("QUANTIZATIONS", "INFERENCE_DTYPES"):
-                constants[node.targets[0].id] = ast.literal_eval(node.value)
+    for path in (SCRIPT, SCRIPT.parent / "cli.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id in ("QUANTIZATIONS", "INFERENCE_DTYPES"):
+                    constants[node.targets[0].id] = ast.literal_eval(node.value)
     assert constants == {"QUANTIZATIONS": tflite.QUANTIZATIONS, "INFERENCE_DTYPES": export.INFERENCE_DTYPES}
 
 

@@ -214,3 +214,27 @@ def test_demo_runs_with_the_shipped_default_model(tmp_path):
     assert np.abs(fused.astype(int) - a).mean() > 0.5 and np.abs(fused.astype(int) - b).mean() > 0.5
     for name in ("figure.png", "decision.png", "focus_map.png", "score_map.png"):
         assert (out / name).is_file()
+
+
+def test_mixed_precision_and_xla_flags_keep_the_result(tmp_path):
+    """--inference_dtype=bfloat16 --jit_compile fuses the demo pair like float32 does."""
+    demo = SCRIPT.parents[1] / "demo"
+    inputs = f"--inputs={demo / 'demo_A.jpg'},{demo / 'demo_B.jpg'}"
+    outputs = {}
+    for name, flags in {"float32": [], "bfloat16_xla": ["--inference_dtype=bfloat16", "--jit_compile"]}.items():
+        maps = tmp_path / name
+        maps.mkdir()
+        proc = _run(inputs, f"--output={tmp_path / name}.png", f"--save_maps={maps}", *flags)
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = (cv2.imread(str(tmp_path / f"{name}.png")), cv2.imread(str(maps / "decision.png"), 0))
+    (fused, decision), (fused_mixed, decision_mixed) = outputs["float32"], outputs["bfloat16_xla"]
+    assert np.mean(decision == decision_mixed) >= 0.995
+    assert np.abs(fused.astype(int) - fused_mixed).mean() <= 1.0
+
+
+def test_bad_flag_values_exit_2_without_traceback(workspace):
+    for flag, message in [("--inference_dtype=int8", "inference_dtype"), ("--no_such_flag", "no_such_flag")]:
+        proc = _run(f"--inputs={workspace / 'a.png'},{workspace / 'b.png'}", f"--output={workspace / 'y.png'}", flag)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and message in proc.stderr.splitlines()[0]
+        assert proc.stderr.splitlines()[0].startswith("fuse.py: error:")

@@ -139,11 +139,47 @@ def test_bad_inputs_are_named(tiny_model, images, message):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"refine": "blur"}, {"consistency": "majority"}, {"area_ratio": 1.5}, {"guided_eps": 0}]
+    "kwargs",
+    [{"refine": "blur"}, {"consistency": "majority"}, {"area_ratio": 1.5}, {"guided_eps": 0}, {"inference_dtype": "int8"}],
 )
 def test_bad_options_are_named(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs)).split("_")[0]):
         fusion.FusionOptions(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def demo_pair():
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "demo"
+    return [_rgb(demo / f"demo_{s}.jpg") for s in "AB"]
+
+
+@pytest.mark.parametrize("inference_dtype, jit_compile", [("float32", True), ("bfloat16", False), ("float16", True)])
+def test_precision_and_xla_options_keep_the_fusion(demo_pair, inference_dtype, jit_compile):
+    """Shipped default model on the demo pair: scores close, decisions >= 99.5 % equal."""
+    from mfkeras import zoo
+
+    model = zoo.load_patch_model()
+    reference = fusion.fuse(demo_pair, model)
+    options = fusion.FusionOptions(inference_dtype=inference_dtype, jit_compile=jit_compile)
+    got = fusion.fuse(demo_pair, model, options)
+    assert got.score_map.dtype == np.float32
+    tolerance = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}[inference_dtype]
+    assert np.abs(got.score_map - reference.score_map).max() <= tolerance
+    assert np.mean(got.decision == reference.decision) >= 0.995
+    assert np.abs(got.fused.astype(int) - reference.fused).mean() <= 1.0
+
+
+def test_stacks_take_the_precision_options(demo_pair):
+    from mfkeras import zoo
+
+    model = zoo.load_patch_model()
+    frames = [demo_pair[0], demo_pair[1], cv2.GaussianBlur(demo_pair[0], (0, 0), 2.0)]
+    reference = fusion.fuse(frames, model)
+    got = fusion.fuse(frames, model, fusion.FusionOptions(inference_dtype="bfloat16", jit_compile=True))
+    assert np.mean(got.source_index == reference.source_index) >= 0.99
+    assert np.abs(got.fused.astype(int) - reference.fused).mean() <= 1.0
 
 
 def _rgb(path):
