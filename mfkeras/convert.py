@@ -81,18 +81,20 @@ class TapSumConv2D(keras.layers.Conv2D):
         per_tap = keras.ops.reshape(
             keras.ops.transpose(kernel, (2, 0, 1, 3)), (1, 1, channels, rows * cols * filters)
         )
-        maps = keras.ops.conv(inputs, per_tap, padding="valid")
+        # Channels first, so that each tap's F maps are whole planes and the shifted sums read
+        # contiguous rows.
+        maps = keras.ops.transpose(keras.ops.conv(inputs, per_tap, padding="valid"), (0, 3, 1, 2))
         shape = keras.ops.shape(maps)
-        height = shape[1] - (rows - 1) * dilation_rows
-        width = shape[2] - (cols - 1) * dilation_cols
+        height = shape[2] - (rows - 1) * dilation_rows
+        width = shape[3] - (cols - 1) * dilation_cols
         total = None
         for i in range(rows):
             for j in range(cols):
                 first = (i * cols + j) * filters
                 top, left = i * dilation_rows, j * dilation_cols
-                term = maps[:, top : top + height, left : left + width, first : first + filters]
+                term = maps[:, first : first + filters, top : top + height, left : left + width]
                 total = term if total is None else total + term
-        return total
+        return keras.ops.transpose(total, (0, 2, 3, 1))
 
 
 # A k x k layer with at most this many (tap, output) maps uses TapSumConv2D.

@@ -404,7 +404,7 @@ def fuse(images: Sequence[np.ndarray], model, options: FusionOptions = FusionOpt
     """
     images = validate_images(images)
     network = precision.compute_network(as_score_network(model, dense=options.dense), options.inference_dtype)
-    tile_side = _tile_side(network, options, len(images))
+    tile_side = _tile_side(network, options)
     if len(images) > 2 and options.stack_method == "joint":
         return _fuse_stack(images, network, options, tile_side)
     result = _fuse_pair(images[0], images[1], network, options, tile_side)
@@ -418,12 +418,12 @@ def fuse(images: Sequence[np.ndarray], model, options: FusionOptions = FusionOpt
     return dataclasses.replace(result, source_index=source_index, steps=steps)
 
 
-def _tile_side(network: ScoreNetwork, options: FusionOptions, count: int):
+def _tile_side(network: ScoreNetwork, options: FusionOptions):
     if options.max_tile_side is not None:
         return options.max_tile_side
     if options.memory_budget_mb is not None:
-        images = 2 if count == 2 or options.stack_method == "sequential" else count
-        return inference.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images)
+        # Pairs, sequential steps and joint stacks alike run the network on two images at a time.
+        return inference.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
     return None
 
 
@@ -454,7 +454,7 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side) -> FusionRes
     scores = inference.stack_scores(network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile)
     shape = grays[0].shape
     focus = np.stack([focus_map(s, shape, network.stride, network.patch_size) for s in scores])
-    initial = np.argmax(focus, axis=0).astype(np.int32)
+    initial = _first_argmax(focus)
     labels = verify_label_consistency(initial, len(images), options)
     guide = np.choose(labels, grays)
     weights = np.empty((len(images), *shape), np.float32)
@@ -470,6 +470,17 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side) -> FusionRes
         weights[label][empty] = labels[empty] == label
     fused = blend_stack(images, weights[1:])
     return FusionResult(fused, scores, focus, initial, labels, weights, labels)
+
+
+def _first_argmax(maps: np.ndarray) -> np.ndarray:
+    """``np.argmax(maps, axis=0)`` as int32, one vectorised pass per map (axis-0 argmax is slow)."""
+    best = maps[0].copy()
+    index = np.zeros(best.shape, np.int32)
+    for number in range(1, len(maps)):
+        larger = maps[number] > best
+        index[larger] = number
+        np.maximum(best, maps[number], out=best)
+    return index
 
 
 def verify_label_consistency(labels: np.ndarray, count: int, options: FusionOptions) -> np.ndarray:

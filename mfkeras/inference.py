@@ -210,6 +210,9 @@ def _stack_functions(network: ScoreNetwork, jit_compile: bool = False):
     return _cached_function(network, "stack_xla" if jit_compile else "stack", build)
 
 
+_FRAMES_PER_CALL = 2
+
+
 def stack_scores(
     network: ScoreNetwork, grays: list, max_tile_side: int | None = None, jit_compile: bool = False
 ) -> np.ndarray:
@@ -232,18 +235,22 @@ def stack_scores(
     count = len(grays)
     height, width = grays[0].shape
     units = stack_head.units
+    # Pairs per call of the head's tail: their inputs stay within the two-image network's memory.
+    pair_bytes_per_pixel = _FLOAT_BYTES * units / network.stride**2
+    pairs_per_call = int(np.clip(bytes_per_pixel(network, _FRAMES_PER_CALL) / pair_bytes_per_pixel, 1, 16))
     scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
     for tile in plan_tiles(network, height, width, max_tile_side):
-        # All frames of a tile in one batch: the tile side was sized for N images.
-        batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)
-        projected = project(batch[..., None])
-        projections = [projected[index : index + 1] for index in range(count)]
+        # The network sees two frames at a time (the tile side was sized for two).
+        batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
+        # Two frames per call, as in the pair path: larger batches only spill the caches.
+        projected = [project(batch[start : start + _FRAMES_PER_CALL]) for start in range(0, count, _FRAMES_PER_CALL)]
+        projections = [chunk[index : index + 1] for chunk in projected for index in range(chunk.shape[0])]
         u = [p[..., :units] + stack_head.bias for p in projections]
         v = [p[..., units:] for p in projections]
         local = None
         pairs = [(i, k) for i in range(count) for k in range(count) if i != k]
-        for batch_start in range(0, len(pairs), 16):
-            batch = pairs[batch_start : batch_start + 16]
+        for batch_start in range(0, len(pairs), pairs_per_call):
+            batch = pairs[batch_start : batch_start + pairs_per_call]
             pair_scores = tail(tf.concat([u[i] + v[k] for i, k in batch], axis=0)).numpy()[..., 0]
             if local is None:
                 local = np.zeros((count, *pair_scores.shape[1:]), np.float32)

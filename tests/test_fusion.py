@@ -222,3 +222,11 @@ def test_complementary_blurred_halves_are_recovered(released_model):
     expected = np.zeros(sharp.shape, bool)
     expected[:, :half] = True
     assert (result.decision == expected).mean() >= 0.98
+
+
+def test_first_argmax_equals_numpy_including_ties():
+    rng = np.random.default_rng(4)
+    maps = rng.integers(0, 4, (7, 30, 40)).astype(np.float32)  # many ties
+    got = fusion._first_argmax(maps)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argmax(maps, axis=0))
