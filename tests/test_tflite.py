@@ -10,6 +10,8 @@ from mfkeras.model import build_patch_model
 from conftest import randomize_weights, shared_path
 
 TINY = ModelConfig("tiny", (4, POOL, 8), (8,))
+# No hidden FC layer: the score layer is a window convolution with one output (TapSumConv2D).
+TINY_SINGLE_FC = ModelConfig("tiny_single_fc", (4, POOL, 8), ())
 # Score bounds vs Keras for the random tiny model; the Lytro test checks decisions.
 TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "dynamic_int8": 5e-2}
 
@@ -19,9 +21,15 @@ def tiny_model():
     return randomize_weights(build_patch_model(TINY), seed=21, scale=0.3)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["strided", "dense"])
-def network(request, tiny_model):
-    return fusion.as_score_network(tiny_model, dense=request.param)
+@pytest.fixture(
+    scope="module",
+    params=[(TINY, False), (TINY, True), (TINY_SINGLE_FC, False), (TINY_SINGLE_FC, True)],
+    ids=["strided", "dense", "tap_sum_strided", "tap_sum_dense"],
+)
+def network(request):
+    config, dense = request.param
+    model = randomize_weights(build_patch_model(config), seed=21, scale=0.3)
+    return fusion.as_score_network(model, dense=dense)
 
 
 def _grays(shape, seed):
