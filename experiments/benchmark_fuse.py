@@ -4,8 +4,10 @@ Writes median seconds, the analytic FLOP count of the score-map network, the
 achieved GFLOP/s, this machine's fp32 matmul GFLOP/s measured in the same run,
 and peak RSS to a JSON file.
 
-Example:
-  python experiments/benchmark_fuse.py --model=liu2017_single_fc --liu_mat=../shared/ref/liu2017/cnnmodel.mat
+Examples:
+  python experiments/benchmark_fuse.py --models=liu2017_single_fc,li2018 --liu_mat=../shared/ref/liu2017/cnnmodel.mat
+  # on a GPU machine (the JSON names the GPU):
+  python experiments/benchmark_fuse.py --inference_dtype=float16 --jit_compile --output_json=gpu.json
 """
 
 import json
@@ -31,6 +33,10 @@ flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_
 flags.DEFINE_list("models", ["liu2017_single_fc"], "Shipped model names or .keras files to time.")
 flags.DEFINE_string("liu_mat", None, "Also time the authors' released weights from this .mat file.")
 flags.DEFINE_bool("dense", False, "Time the stride-1 score map.")
+flags.DEFINE_enum(
+    "inference_dtype", "float32", list(cli.INFERENCE_DTYPES), "Network precision (float16 / bfloat16: mixed)."
+)
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the network.")
 flags.DEFINE_integer("repeats", 5, "Timed repetitions after one warm-up.")
 flags.DEFINE_string("output_json", str(REPO_ROOT / "experiments/results/benchmark_fuse.json"), "Where to write the figures.")
 FLAGS = flags.FLAGS
@@ -57,7 +63,9 @@ def main(argv):
     del argv
 
     with cli.clean_errors("benchmark_fuse"):
-        from mfkeras import fusion, images, inference, zoo
+        import tensorflow as tf
+
+        from mfkeras import fusion, images, inference, precision, zoo
         from mfkeras.convert import score_map_flops
 
         sources = [images.read_image(p) for p in FLAGS.inputs]
@@ -65,11 +73,16 @@ def main(argv):
         if FLAGS.liu_mat:
             specs.append(("liu2017_released", FLAGS.liu_mat))
         rate = matmul_gflops()
-        options = fusion.FusionOptions(dense=FLAGS.dense)
+        options = fusion.FusionOptions(
+            dense=FLAGS.dense, inference_dtype=FLAGS.inference_dtype, jit_compile=FLAGS.jit_compile
+        )
+        gpus = tf.config.list_physical_devices("GPU")
         report = {
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpu_count": os.cpu_count()},
+            "gpus": [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus],
             "inputs": FLAGS.inputs, "shape": list(sources[0].shape), "dense": FLAGS.dense,
+            "inference_dtype": FLAGS.inference_dtype, "jit_compile": FLAGS.jit_compile,
             "matmul_gflops": rate, "models": {},
         }
         for label, spec in specs:
@@ -77,7 +90,10 @@ def main(argv):
             network = fusion.as_score_network(model, dense=FLAGS.dense)
             gray = [inference.to_gray(fusion.to_unit_range(s)) for s in sources]
             end_to_end = cli.median_seconds(lambda: fusion.fuse(sources, network, options), FLAGS.repeats)
-            scoring = cli.median_seconds(lambda: inference.score_map(network, *gray), FLAGS.repeats)
+            compute = precision.compute_network(network, FLAGS.inference_dtype)
+            scoring = cli.median_seconds(
+                lambda: inference.score_map(compute, *gray, jit_compile=FLAGS.jit_compile), FLAGS.repeats
+            )
             flops = score_map_flops(network.config, *gray[0].shape, dense=FLAGS.dense)
             entry = {
                 "end_to_end_s": end_to_end, "score_map_s": scoring, "score_map_gflop": flops / 1e9,
