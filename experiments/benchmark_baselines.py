@@ -13,12 +13,10 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -105,15 +103,6 @@ def machine() -> dict:
     }
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Writes ``payload`` atomically: a failed run leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(f.name, path)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (flags need --): {' '.join(argv[1:])}")
@@ -152,7 +141,7 @@ def main(argv):
             f"{result['first_call_wall_s']:11.2f}",
             flush=True,
         )
-    write_json(Path(_OUTPUT_JSON.value), payload)
+    cli.write_json(Path(_OUTPUT_JSON.value), payload)
     print(f"Wrote {_OUTPUT_JSON.value}")
 
 

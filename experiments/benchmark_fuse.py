@@ -10,7 +10,6 @@ Examples:
   python experiments/benchmark_fuse.py --inference_dtype=float16 --jit_compile --output_json=gpu.json
 """
 
-import json
 import os
 import platform
 import resource
@@ -106,8 +105,7 @@ def main(argv):
                   f"({100 * entry['fraction_of_matmul_rate']:.0f}% of matmul {rate:.1f} GFLOP/s)")
         report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
-        os.makedirs(os.path.dirname(FLAGS.output_json), exist_ok=True)
-        images.write_bytes_atomic(FLAGS.output_json, json.dumps(report, indent=2).encode())
+        cli.write_json(FLAGS.output_json, report)
 
 
 def run():

@@ -10,7 +10,6 @@ end to end with the real pipeline feeding ``fit``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -110,9 +109,7 @@ def main(argv):
         "rows": rows,
         "pipeline_at_least_3x": all(row["headroom"] >= 3 for row in rows),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-    with open(_OUTPUT.value, "w") as f:
-        json.dump(result, f, indent=2)
+    cli.write_json(_OUTPUT.value, result)
     print(json.dumps({"pipeline_at_least_3x": result["pipeline_at_least_3x"]}))
 
 

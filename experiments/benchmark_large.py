@@ -65,8 +65,7 @@ def main(argv):
             "untiled_activation_estimate_mb": untiled,
         }
         print(json.dumps(report, indent=2))
-        os.makedirs(os.path.dirname(FLAGS.output_json), exist_ok=True)
-        images.write_bytes_atomic(FLAGS.output_json, json.dumps(report, indent=2).encode())
+        cli.write_json(FLAGS.output_json, report)
 
 
 def run():

@@ -12,7 +12,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -163,10 +162,8 @@ def main(argv):
         },
     )
     _print_table(result)
-    output = Path(_OUTPUT_JSON.value)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1))
-    logging.info("Wrote %s", output)
+    cli.write_json(_OUTPUT_JSON.value, result)
+    logging.info("Wrote %s", _OUTPUT_JSON.value)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,7 @@ def main(argv):
                              "crop": list(aligned.crop), "joint_s": results["joint"][0],
                              "sequential_s": results["sequential"][0]}
             print(json.dumps(report["pcb"], indent=2))
-        images.write_bytes_atomic(os.path.join(FLAGS.output_dir, "benchmark_stack.json"),
-                                  json.dumps(report, indent=2).encode())
+        cli.write_json(os.path.join(FLAGS.output_dir, "benchmark_stack.json"), report)
 
 
 def run():

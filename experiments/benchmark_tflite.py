@@ -10,7 +10,6 @@ Example:
   python experiments/benchmark_tflite.py --liu_mat=../shared/ref/liu2017/cnnmodel.mat
 """
 
-import json
 import os
 import platform
 import sys
@@ -106,8 +105,7 @@ def main(argv):
             lambda: module.fuse(*sources)["fused"].numpy(), FLAGS.repeats
         )
         print(f"{'savedmodel_fuse_end_to_end':28s} {seconds['savedmodel_fuse_end_to_end']:.3f} s")
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_json)), exist_ok=True)
-        images.write_bytes_atomic(FLAGS.output_json, json.dumps(report, indent=2).encode())
+        cli.write_json(FLAGS.output_json, report)
         print(f"figures: {FLAGS.output_json}")
 
 

@@ -1,7 +1,10 @@
 """What every command-line script shares: one-line errors with exit status 2."""
 
 import contextlib
+import json
+import os
 import sys
+import tempfile
 import time
 
 USAGE_EXIT_STATUS = 2
@@ -107,3 +110,19 @@ def fusion_option_kwargs(flag_values) -> dict:
         "inference_dtype": flag_values.inference_dtype,
         "jit_compile": flag_values.jit_compile,
     }
+
+
+def write_json(path, payload: dict) -> None:
+    """Writes ``payload`` as JSON, creating the folder; atomic, so a failed run leaves no half file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

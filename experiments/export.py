@@ -20,7 +20,6 @@ Example:
 
 import dataclasses
 import glob
-import json
 import os
 import sys
 import time
@@ -222,11 +221,9 @@ def main(argv):
 
         import tensorflow as tf
 
-        from mfkeras import export, fusion, images, tflite, zoo
+        from mfkeras import export, fusion, tflite, zoo
 
-        options = fusion.FusionOptions(
-            **cli.fusion_option_kwargs(FLAGS),
-        )
+        options = fusion.FusionOptions(**cli.fusion_option_kwargs(FLAGS))
         model = zoo.load_patch_model(model_path)
         network = fusion.as_score_network(model, dense=options.dense)
         if os.path.exists(version_dir):
@@ -248,9 +245,7 @@ def main(argv):
             "tflite_interpreter": tflite.interpreter_package(),
             "tensorflow": tf.__version__,
         }
-        images.write_bytes_atomic(
-            os.path.join(FLAGS.output_dir, "export.json"), json.dumps(record, indent=2).encode()
-        )
+        cli.write_json(os.path.join(FLAGS.output_dir, "export.json"), record)
         if pairs:
             report = verify(version_dir, network, options, pairs, tflite_dir, tflite_files)
             report["export"] = record
@@ -268,8 +263,7 @@ def main(argv):
                     f"{100 * figures['min_decision_agreement']:.3f} % (after consistency), fused mean abs "
                     f"diff <= {figures['max_fused_mean_abs_diff']:.4f}"
                 )
-            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.verify_json)), exist_ok=True)
-            images.write_bytes_atomic(FLAGS.verify_json, json.dumps(report, indent=2).encode())
+            cli.write_json(FLAGS.verify_json, report)
             print(f"  figures: {FLAGS.verify_json}")
 
 
