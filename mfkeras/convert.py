@@ -64,8 +64,9 @@ class TapSumConv2D(keras.layers.Conv2D):
     k * k shifted maps are summed. The result is the same as ``Conv2D``'s, but
     each dot product runs over C inputs instead of k * k * C. For the score
     layer (8 x 8 x 512 -> 1) that makes oneDNN's float32 result about 30 times
-    closer to the exact one (oneDNN sums the 32,768 terms of a one-output
-    convolution in a single accumulator) and the layer about 3 times faster.
+    closer to the exact one (its error over the 32,768 terms of a one-output
+    convolution grows as a single accumulator's would) and the layer about 3
+    times faster.
     The kernel variable keeps ``Conv2D``'s shape, so weights transfer unchanged.
     """
 

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfkeras import inference
-from mfkeras.precision import INFERENCE_DTYPES, cast_network  # noqa: F401 (re-exported)
+from mfkeras.precision import INFERENCE_DTYPES, cast_network, compute_network  # noqa: F401 (re-exported)
 from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 from mfkeras.fusion import FusionOptions, as_score_network
 
@@ -55,7 +55,7 @@ def score_function(
         A ``tf.function`` mapping float32 (B, H, W, 1) images A and B in [0, 1]
         to float32 (B, H', W', 1) scores.
     """
-    compute = cast_network(network, inference_dtype)
+    compute = compute_network(network, inference_dtype)
     branch, head = compute.branch, compute.head
     spec = tf.TensorSpec((None, None, None, 1), tf.float32)
 

@@ -128,7 +128,8 @@ def tile_side_for_budget(network: ScoreNetwork, budget_bytes: float, images: int
 _FUNCTIONS = {}
 
 
-def _cached_function(network: ScoreNetwork, kind: str, build):
+def cached_per_network(network: ScoreNetwork, kind: str, build):
+    """``build()``, made once per network and ``kind`` (compiled functions, precision copies)."""
     key = (id(network.model), kind)
     entry = _FUNCTIONS.get(key)
     if entry is None or entry[0] is not network.model:
@@ -150,7 +151,7 @@ def _pair_function(network: ScoreNetwork, jit_compile: bool = False):
 
         return predict
 
-    return _cached_function(network, "pair_xla" if jit_compile else "pair", build)
+    return cached_per_network(network, "pair_xla" if jit_compile else "pair", build)
 
 
 def score_map(
@@ -207,7 +208,7 @@ def _stack_functions(network: ScoreNetwork, jit_compile: bool = False):
 
         return stack_head, project, tail
 
-    return _cached_function(network, "stack_xla" if jit_compile else "stack", build)
+    return cached_per_network(network, "stack_xla" if jit_compile else "stack", build)
 
 
 _FRAMES_PER_CALL = 2
@@ -240,9 +241,9 @@ def stack_scores(
     pairs_per_call = int(np.clip(bytes_per_pixel(network, _FRAMES_PER_CALL) / pair_bytes_per_pixel, 1, 16))
     scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
     for tile in plan_tiles(network, height, width, max_tile_side):
-        # The network sees two frames at a time (the tile side was sized for two).
         batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
-        # Two frames per call, as in the pair path: larger batches only spill the caches.
+        # Two frames per call, as in the pair path (the tile side was sized for two): larger
+        # batches only spill the caches.
         projected = [project(batch[start : start + _FRAMES_PER_CALL]) for start in range(0, count, _FRAMES_PER_CALL)]
         projections = [chunk[index : index + 1] for chunk in projected for index in range(chunk.shape[0])]
         u = [p[..., :units] + stack_head.bias for p in projections]

@@ -6,6 +6,7 @@ import dataclasses
 
 import keras
 
+from mfkeras import inference
 from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 
 INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -57,16 +58,10 @@ def cast_network(network: ScoreNetwork, inference_dtype: str = "float32") -> Sco
     return dataclasses.replace(network, model=model, branch=branch, head=head)
 
 
-_CAST = {}
-
-
 def compute_network(network: ScoreNetwork, inference_dtype: str = "float32") -> ScoreNetwork:
     """:func:`cast_network`, built once per network and precision (the copy keeps its compiled functions)."""
     if inference_dtype == "float32":
         return network
-    key = (id(network.model), inference_dtype)
-    cached = _CAST.get(key)
-    if cached is None or cached[0] is not network.model:
-        cached = (network.model, cast_network(network, inference_dtype))
-        _CAST[key] = cached
-    return cached[1]
+    return inference.cached_per_network(
+        network, f"cast_{inference_dtype}", lambda: cast_network(network, inference_dtype)
+    )
