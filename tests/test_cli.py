@@ -23,3 +23,32 @@ def test_write_json_failure_leaves_the_old_file_and_no_temporary(tmp_path):
         cli.write_json(path, {"run": object()})  # not serialisable, fails half way
     assert json.loads(path.read_text()) == {"run": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json"]
+
+
+def test_fusion_flags_reach_the_fusion_options():
+    from absl import flags
+
+    from mfkeras import fusion
+
+    import functools
+    import types
+
+    values = flags.FlagValues()  # a private flag registry, not the global one
+    module = types.SimpleNamespace(**{
+        name: functools.partial(getattr(flags, name), flag_values=values)
+        for name in ("DEFINE_string", "DEFINE_enum", "DEFINE_float", "DEFINE_bool")
+    })
+    cli.define_fusion_flags(module)
+    values(["prog", "--inference_dtype=bfloat16", "--jit_compile", "--symmetric", "--refine=dilate",
+            "--consistency=largest", "--area_ratio=0.02", "--dense"])
+    options = fusion.FusionOptions(**cli.fusion_option_kwargs(values))
+    assert (options.inference_dtype, options.jit_compile, options.symmetric, options.dense) == (
+        "bfloat16", True, True, True
+    )
+    assert (options.refine, options.consistency, options.area_ratio) == ("dilate", "largest", 0.02)
+
+
+def test_the_scripts_dtype_list_is_the_librarys():
+    from mfkeras import precision
+
+    assert cli.INFERENCE_DTYPES == precision.INFERENCE_DTYPES
