@@ -1,6 +1,6 @@
 """Times the classical fusion comparators (NSCT, NSST, PCNN, DWT, LPT, DT-CWT) on one pair.
 
-Methods are resolved by ``mfkeras.evaluation.resolve_method``, which imports their module
+Methods are resolved by ``mfkeras.evaluation.runner.resolve_method``, which imports their module
 lazily; methods that this checkout of mfkeras lacks are skipped with a message. Each method
 fuses the pair once to warm up (filter banks are built and cached then), then --repeats
 more times; the figures are medians of wall-clock and process CPU time (CPU time counts
@@ -30,7 +30,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
 from experiments import cli  # noqa: E402
-from mfkeras import evaluation, images  # noqa: E402
+from mfkeras.evaluation import runner as evaluation  # noqa: E402
+from mfkeras.io import images
 
 PROGRAM = "benchmark_baselines"
 METHODS = ("nsct", "nsst", "pcnn", "dwt", "lpt", "dtcwt")

@@ -64,8 +64,12 @@ def main(argv):
     with cli.clean_errors("benchmark_fuse"):
         import tensorflow as tf
 
-        from mfkeras import fusion, images, inference, precision, zoo
-        from mfkeras.convert import score_map_flops
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.io import images
+        from mfkeras.fusion import inference
+        from mfkeras.network import precision
+        from mfkeras.network import zoo
+        from mfkeras.network.convert import score_map_flops
 
         sources = [images.read_image(p) for p in FLAGS.inputs]
         specs = [(name, name) for name in FLAGS.models]

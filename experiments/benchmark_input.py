@@ -52,7 +52,7 @@ def _pipeline_rate(dataset, batches: int, warmup: int) -> float:
 def _training_rate(preset: str, precision: str, dataset, steps: int, warmup: int) -> float:
     import keras
 
-    from mfkeras import training
+    from mfkeras.training import trainer as training
 
     keras.mixed_precision.set_global_policy(precision)
     try:
@@ -71,7 +71,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import tensorflow as tf
 
-    from mfkeras import data, training
+    from mfkeras.training import data
+    from mfkeras.training import trainer as training
 
     pairs = data.make_datasets(
         data.ImageFolder(_IMAGE_DIR.value), data.PairConfig(), batch_size=_BATCH_SIZE.value

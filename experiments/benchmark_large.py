@@ -43,7 +43,10 @@ def main(argv):
     with cli.clean_errors("benchmark_large"):
         import cv2
 
-        from mfkeras import fusion, images, inference, zoo
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.io import images
+        from mfkeras.fusion import inference
+        from mfkeras.network import zoo
 
         model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
         size = (FLAGS.width, FLAGS.height)

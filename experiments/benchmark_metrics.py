@@ -1,4 +1,4 @@
-"""Times every fusion metric of mfkeras.metrics on one source pair and fused image.
+"""Times every fusion metric of mfkeras.evaluation.metrics on one source pair and fused image.
 
 Each metric is timed alone through `metrics.evaluate_all(..., names=[name])`, so it
 pays for its own intermediate results, and all fifteen together through
@@ -26,10 +26,10 @@ from absl import flags, logging
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 try:
-    from mfkeras import metrics
+    from mfkeras.evaluation import metrics
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
-    from mfkeras import metrics
+    from mfkeras.evaluation import metrics
 
 from experiments import cli  # noqa: E402
 _PAIR_DIR = flags.DEFINE_string(

@@ -60,7 +60,11 @@ def main(argv):
         import cv2
         import numpy as np
 
-        from mfkeras import align, fusion, images, visualize, zoo
+        from mfkeras.fusion import align
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.io import images
+        from mfkeras.evaluation import figures as visualize
+        from mfkeras.network import zoo
 
         os.makedirs(FLAGS.output_dir, exist_ok=True)
         model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)

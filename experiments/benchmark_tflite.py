@@ -44,7 +44,8 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow's saving chatter during conversion
     with cli.clean_errors("benchmark_tflite"):
-        from mfkeras import images, zoo
+        from mfkeras.io import images
+        from mfkeras.network import zoo
 
         model_path = zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
         sources = [images.read_image(path) for path in FLAGS.inputs]
@@ -53,7 +54,10 @@ def main(argv):
         import numpy as np
         import tensorflow as tf
 
-        from mfkeras import export, fusion, inference, tflite
+        from mfkeras.deploy import saved_model as export
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.fusion import inference
+        from mfkeras.deploy import tflite
 
         network = fusion.as_score_network(zoo.load_patch_model(model_path))
         gray = [inference.to_gray(fusion.to_unit_range(s)) for s in sources]

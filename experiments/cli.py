@@ -8,7 +8,7 @@ import tempfile
 import time
 
 USAGE_EXIT_STATUS = 2
-# mfkeras.precision.INFERENCE_DTYPES, repeated so that flags are checked before TensorFlow loads.
+# mfkeras.network.precision.INFERENCE_DTYPES, repeated so that flags are checked before TensorFlow loads.
 INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 

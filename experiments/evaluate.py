@@ -41,7 +41,7 @@ flags.DEFINE_list(
 flags.DEFINE_multi_string(
     "precomputed_dir", [], "Folder of fused images <pair>_<METHOD>.* to score as stored (repeatable, or comma-separated)."
 )
-flags.DEFINE_list("metrics", [], "Metric columns (default: all of mfkeras.metrics.METRICS).")
+flags.DEFINE_list("metrics", [], "Metric columns (default: all of mfkeras.evaluation.metrics.METRICS).")
 flags.DEFINE_integer(
     "jpeg_quality", None, "Encode our fused images as JPEG (4:2:0) at this quality before scoring; default lossless."
 )
@@ -63,7 +63,9 @@ def main(argv):
             raise ValueError(f"Unexpected arguments (flags need --): {' '.join(argv[1:])}")
     with cli.clean_errors(PROGRAM):
         # Everything is checked before TensorFlow is imported: errors come fast and alone.
-        from mfkeras import evaluation, images, metrics
+        from mfkeras.evaluation import runner as evaluation
+        from mfkeras.io import images
+        from mfkeras.evaluation import metrics
 
         settings = _check_flags(evaluation, metrics)
         pairs = evaluation.find_pairs(FLAGS.dataset_dir)

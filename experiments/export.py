@@ -35,7 +35,7 @@ if __package__ in (None, ""):
 
 from experiments import cli  # noqa: E402
 
-QUANTIZATIONS = ("float32", "float16", "dynamic_int8")  # mfkeras.tflite.QUANTIZATIONS, without TF
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8")  # mfkeras.deploy.tflite.QUANTIZATIONS, without TF
 
 flags.DEFINE_string("output_dir", None, "Directory to export into (the TensorFlow Serving model base path).")
 flags.DEFINE_integer("version", 1, "SavedModel version folder under --output_dir.")
@@ -71,7 +71,7 @@ def find_pairs(directory: str) -> list:
 
 def check_arguments():
     """Validates the flags before TensorFlow is imported; returns the model path and pairs."""
-    from mfkeras import zoo
+    from mfkeras.network import zoo
 
     if not FLAGS.output_dir:
         raise ValueError("--output_dir is required.")
@@ -99,7 +99,7 @@ def check_arguments():
 
 def write_tflite(network, directory: str) -> dict:
     """Writes the requested TFLite files; returns {file name: description}."""
-    from mfkeras import tflite
+    from mfkeras.deploy import tflite
 
     os.makedirs(directory, exist_ok=True)
     written = {}
@@ -124,9 +124,12 @@ def verify(version_dir, network, options, pairs, tflite_dir, tflite_files) -> di
     import numpy as np
     import tensorflow as tf
 
-    from mfkeras import fusion, images, inference, tflite
+    from mfkeras.fusion import pipeline as fusion
+    from mfkeras.io import images
+    from mfkeras.fusion import inference
+    from mfkeras.deploy import tflite
 
-    from mfkeras import export
+    from mfkeras.deploy import saved_model as export
 
     served = tf.saved_model.load(version_dir).signatures["fuse"]
     # Near-exact scores: TFLite and TensorFlow float32 each round differently.
@@ -221,7 +224,10 @@ def main(argv):
 
         import tensorflow as tf
 
-        from mfkeras import export, fusion, tflite, zoo
+        from mfkeras.deploy import saved_model as export
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.deploy import tflite
+        from mfkeras.network import zoo
 
         options = fusion.FusionOptions(**cli.fusion_option_kwargs(FLAGS))
         model = zoo.load_patch_model(model_path)

@@ -49,7 +49,8 @@ def main(argv):
     del argv
     with cli.clean_errors("mfkeras-fuse"):
         # Everything is checked before TensorFlow is imported: errors come fast and alone.
-        from mfkeras import images, zoo
+        from mfkeras.io import images
+        from mfkeras.network import zoo
 
         inputs, output, maps_dir, plot = FLAGS.inputs, FLAGS.output, FLAGS.save_maps, FLAGS.plot
         overwrite = FLAGS.overwrite
@@ -77,10 +78,11 @@ def main(argv):
         cli.check_same_kind(sources, paths)
         images.check_output_dtype(output, sources[0].dtype)
 
-        from mfkeras import fusion, visualize
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.evaluation import figures as visualize
 
         if FLAGS.align:
-            from mfkeras import align
+            from mfkeras.fusion import align
 
             alignment = align.align_images(
                 sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method

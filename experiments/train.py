@@ -17,8 +17,9 @@ import os
 from absl import app, flags
 
 from experiments import cli
-from mfkeras import data, training
-from mfkeras.config import PRESETS, get_preset
+from mfkeras.training import data
+from mfkeras.training import trainer as training
+from mfkeras.network.config import PRESETS, get_preset
 
 _PRESET = flags.DEFINE_enum("preset", "li2018", sorted(PRESETS), "Architecture preset.")
 _RECIPE = flags.DEFINE_enum("recipe", "default", sorted(training.RECIPES), "Optimisation recipe.")

@@ -23,7 +23,7 @@ def shared_path(*parts) -> Path:
 @pytest.fixture(scope="session")
 def released_model():
     """The authors' released weights as a Keras patch model (skips without ../shared)."""
-    from mfkeras.released import load_liu2017_mat
+    from mfkeras.network.released import load_liu2017_mat
 
     return load_liu2017_mat(shared_path("ref", "liu2017", "cnnmodel.mat"))
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfkeras import align
+from mfkeras.fusion import align
 
 
 def _textured(shape, seed=0):

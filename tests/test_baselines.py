@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import pywt
 
-from mfkeras import baselines
+from mfkeras.baselines import wavelets as baselines
 
 METHODS = sorted(baselines.BASELINES)
 SEAM_BAND = 16

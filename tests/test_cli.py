@@ -28,7 +28,7 @@ def test_write_json_failure_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_fusion_flags_reach_the_fusion_options():
     from absl import flags
 
-    from mfkeras import fusion
+    from mfkeras.fusion import pipeline as fusion
 
     import functools
     import types
@@ -49,6 +49,6 @@ def test_fusion_flags_reach_the_fusion_options():
 
 
 def test_the_scripts_dtype_list_is_the_librarys():
-    from mfkeras import precision
+    from mfkeras.network import precision
 
     assert cli.INFERENCE_DTYPES == precision.INFERENCE_DTYPES

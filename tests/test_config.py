@@ -1,6 +1,6 @@
 import pytest
 
-from mfkeras.config import POOL, PRESETS, ModelConfig, get_preset
+from mfkeras.network.config import POOL, PRESETS, ModelConfig, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from mfkeras.config import POOL, ModelConfig, get_preset
-from mfkeras.convert import to_fully_convolutional
-from mfkeras.model import build_patch_model
+from mfkeras.network.config import POOL, ModelConfig, get_preset
+from mfkeras.network.convert import to_fully_convolutional
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights
 
@@ -100,7 +100,7 @@ def test_conversion_copies_weights_instead_of_sharing_them():
 def test_tap_sum_convolution_equals_conv2d(dilation, filters):
     import keras
 
-    from mfkeras.convert import TapSumConv2D
+    from mfkeras.network.convert import TapSumConv2D
 
     rng = np.random.default_rng(dilation + filters)
     inputs = rng.standard_normal((2, 30, 27, 6)).astype(np.float32)
@@ -125,7 +125,7 @@ def test_score_layer_is_close_to_float64_at_full_depth():
     """The 8x8x512 -> 1 score layer, summed tap by tap, stays near float64 (oneDNN Conv2D: 1.2e-5)."""
     import tensorflow as tf
 
-    from mfkeras.convert import TapSumConv2D
+    from mfkeras.network.convert import TapSumConv2D
 
     rng = np.random.default_rng(0)
     features = rng.random((1, 40, 40, 512), dtype=np.float32)  # non-negative, as after ReLU
@@ -140,7 +140,7 @@ def test_score_layer_is_close_to_float64_at_full_depth():
 def test_small_window_heads_use_tap_sums():
     import keras
 
-    from mfkeras.convert import TapSumConv2D
+    from mfkeras.network.convert import TapSumConv2D
 
     network = to_fully_convolutional(build_patch_model(get_preset("liu2017_single_fc")))
     convs = [layer for layer in network.head.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -151,7 +151,7 @@ def test_small_window_heads_use_tap_sums():
 
 
 def test_tap_sum_convolution_rejects_what_it_cannot_compute():
-    from mfkeras.convert import TapSumConv2D
+    from mfkeras.network.convert import TapSumConv2D
 
     with pytest.raises(ValueError, match="'valid' padding, stride 1"):
         TapSumConv2D(1, 3, padding="same")

@@ -1,4 +1,4 @@
-"""Tests of the patch-pair input pipeline (mfkeras.data)."""
+"""Tests of the patch-pair input pipeline (mfkeras.training.data)."""
 
 import os
 import warnings
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mfkeras import data
+from mfkeras.training import data
 
 SMALL = data.PairConfig(patches_per_image=8, validation_pairs=64, shuffle_buffer=64)
 

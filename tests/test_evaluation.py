@@ -1,4 +1,4 @@
-"""mfkeras.evaluation and the `mfkeras-evaluate` script, on tiny synthetic pairs."""
+"""mfkeras.evaluation.runner and the `mfkeras-evaluate` script, on tiny synthetic pairs."""
 
 import csv
 import math
@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mfkeras import baselines, evaluation, metrics
+from mfkeras.baselines import wavelets as baselines
+from mfkeras.evaluation import runner as evaluation
+from mfkeras.evaluation import metrics
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "evaluate.py"
 SIZE = (40, 48)
@@ -200,7 +202,7 @@ def test_evaluate_matches_a_direct_metrics_call(dataset):
         ("alpha", "DWT"), ("alpha", "LPT"), ("beta", "DWT"), ("beta", "LPT")
     ]
     assert seen == [(r["pair"], r["method"]) for r in rows]
-    from mfkeras import images
+    from mfkeras.io import images
 
     for row, pair, fuse in zip(rows, [pairs[0]] * 2 + [pairs[1]] * 2, [baselines.fuse_dwt, baselines.fuse_lpt] * 2):
         a, b = (images.read_image(path) for path in pair.paths)
@@ -211,7 +213,7 @@ def test_evaluate_matches_a_direct_metrics_call(dataset):
 
 def test_evaluate_scores_precomputed_images_as_stored_and_jpeg_only_ours(dataset, tmp_path_factory):
     pairs = [p for p in evaluation.find_pairs(str(dataset)) if p.ok]
-    from mfkeras import images
+    from mfkeras.io import images
 
     a, b = (images.read_image(path) for path in pairs[0].paths)
     published = tmp_path_factory.mktemp("published")
@@ -295,7 +297,7 @@ def test_summary_markdown_separates_no_reference_metrics_and_states_the_protocol
 
 def test_bar_chart_and_gallery_are_pngs(dataset):
     (pair,) = [p for p in evaluation.find_pairs(str(dataset)) if p.name == "alpha"]
-    from mfkeras import images
+    from mfkeras.io import images
 
     a, b = (images.read_image(path) for path in pair.paths)
     fused = {"DWT": baselines.fuse_dwt([a, b]), "LPT": baselines.fuse_lpt([a, b])}
@@ -337,7 +339,7 @@ def _run(*args):
 
 def test_script_writes_csv_markdown_and_pngs(dataset, tmp_path_factory):
     published = tmp_path_factory.mktemp("published")
-    from mfkeras import images
+    from mfkeras.io import images
 
     a, b = (images.read_image(str(dataset / f"alpha_{t}.png")) for t in "AB")
     images.write_image(str(published / "alpha_Other_Method.png"), baselines.fuse_dwt([a, b]))

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mfkeras import export, fusion, inference, zoo
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.model import build_patch_model
+from mfkeras.deploy import saved_model as export
+from mfkeras.fusion import pipeline as fusion
+from mfkeras.fusion import inference
+from mfkeras.network import zoo
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights, shared_path
 
@@ -56,7 +59,7 @@ def _child(code, *args, cwd):
     )
 
 
-# --- The TensorFlow fusion steps against mfkeras.fusion ------------------------------------
+# --- The TensorFlow fusion steps against mfkeras.fusion.pipeline ------------------------------------
 
 
 def _blobs(shape, sigma, seed):
@@ -223,7 +226,7 @@ def test_reduced_precision_keeps_the_first_and_last_convolutions_float32(tiny_mo
 def test_reduced_precision_decisions_on_lytro(released_model, inference_dtype):
     """Mixed precision keeps the served bound, >= 99.5 % of the float32 decisions, on the
     whole of lytro_11 (98.9 % in bfloat16 when the first convolution is bfloat16 too)."""
-    from mfkeras import images
+    from mfkeras.io import images
 
     network = fusion.as_score_network(released_model)
     module = export.FusionModule(network, inference_dtype=inference_dtype)
@@ -237,7 +240,7 @@ def test_reduced_precision_decisions_on_lytro(released_model, inference_dtype):
 
 def _lytro_crop(name):
     """A 256 x 320 crop of a Lytro pair (the full pairs are in the README figure)."""
-    from mfkeras import images
+    from mfkeras.io import images
 
     pair = [images.read_image(str(shared_path("data", "lytro", f"lytro_{name}_{s}.jpg"))) for s in "AB"]
     return [image[120:376, 100:420] for image in pair]
@@ -385,7 +388,7 @@ def _script(*args, cwd):
 
 def test_script_choices_match_the_library():
     """The script repeats the choices to check flags before importing TensorFlow."""
-    from mfkeras import tflite
+    from mfkeras.deploy import tflite
 
     constants = {}
     for path in (SCRIPT, SCRIPT.parent / "cli.py"):

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.model import build_patch_model
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights
 
@@ -199,7 +199,7 @@ def test_align_registers_shifted_frames(workspace):
 
 
 def test_demo_runs_with_the_shipped_default_model(tmp_path):
-    from mfkeras import zoo
+    from mfkeras.network import zoo
 
     if zoo.DEFAULT_MODEL not in zoo.available_models():
         pytest.fail(f"the default model {zoo.DEFAULT_MODEL!r} is not shipped in saved_models/")

@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mfkeras import fusion
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.model import build_patch_model
+from mfkeras.fusion import pipeline as fusion
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights, shared_path
 
@@ -158,7 +158,7 @@ def demo_pair():
 @pytest.mark.parametrize("inference_dtype, jit_compile", [("float32", True), ("bfloat16", False), ("float16", True)])
 def test_precision_and_xla_options_keep_the_fusion(demo_pair, inference_dtype, jit_compile):
     """Shipped default model on the demo pair: scores close, decisions >= 99.5 % equal."""
-    from mfkeras import zoo
+    from mfkeras.network import zoo
 
     model = zoo.load_patch_model()
     reference = fusion.fuse(demo_pair, model)
@@ -170,7 +170,7 @@ def test_precision_and_xla_options_keep_the_fusion(demo_pair, inference_dtype, j
     if inference_dtype != "float32":
         assert difference > 1e-6  # the network really ran in the lower precision
     if jit_compile:
-        from mfkeras import inference
+        from mfkeras.fusion import inference
 
         assert any(kind == "pair_xla" for _, kind in inference._FUNCTIONS)  # the XLA function was used
     assert np.mean(got.decision == reference.decision) >= 0.995
@@ -178,7 +178,7 @@ def test_precision_and_xla_options_keep_the_fusion(demo_pair, inference_dtype, j
 
 
 def test_stacks_take_the_precision_options(demo_pair):
-    from mfkeras import zoo
+    from mfkeras.network import zoo
 
     model = zoo.load_patch_model()
     frames = [demo_pair[0], demo_pair[1], cv2.GaussianBlur(demo_pair[0], (0, 0), 2.0)]

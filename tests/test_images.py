@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfkeras import images
+from mfkeras.io import images
 
 
 def _write(path, array):
@@ -153,7 +153,7 @@ def test_directory_without_write_permission_is_named(tmp_path, monkeypatch):
 
 
 def test_infinite_float_input_is_refused_by_the_python_api():
-    from mfkeras import fusion
+    from mfkeras.fusion import pipeline as fusion
 
     frame = np.zeros((20, 20), np.float32)
     frame[3, 4] = np.inf

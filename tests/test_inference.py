@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from mfkeras import inference
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.convert import to_fully_convolutional, to_stack_head
-from mfkeras.model import build_patch_model
+from mfkeras.fusion import inference
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.convert import to_fully_convolutional, to_stack_head
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights
 

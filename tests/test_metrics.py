@@ -1,4 +1,4 @@
-"""Tests for mfkeras.metrics: goldens from the shared data, and invariants that need none."""
+"""Tests for mfkeras.evaluation.metrics: goldens from the shared data, and invariants that need none."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mfkeras import metrics
+from mfkeras.evaluation import metrics
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDENS = SHARED / "docs" / "metric_goldens.json"

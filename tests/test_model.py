@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from mfkeras.config import POOL, PRESETS, ModelConfig
-from mfkeras.model import BRANCH_NAME, build_patch_model, config_from_model
+from mfkeras.network.config import POOL, PRESETS, ModelConfig
+from mfkeras.network.model import BRANCH_NAME, build_patch_model, config_from_model
 
 from conftest import randomize_weights
 

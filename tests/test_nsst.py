@@ -5,7 +5,8 @@ import functools
 import numpy as np
 import pytest
 
-from mfkeras import nsct, nsst
+from mfkeras.baselines import nsct
+from mfkeras.baselines import nsst
 from test_baselines import _BAD_INPUTS
 from test_nsct import (
     DTYPES,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from mfkeras import pcnn
+from mfkeras.baselines import pcnn
 from test_baselines import _BAD_INPUTS
 from test_nsct import (
     DTYPES,

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from mfkeras import fusion, inference
-from mfkeras.convert import to_fully_convolutional
-from mfkeras.released import load_liu2017_mat, read_liu2017_mat
+from mfkeras.fusion import pipeline as fusion
+from mfkeras.fusion import inference
+from mfkeras.network.convert import to_fully_convolutional
+from mfkeras.network.released import load_liu2017_mat, read_liu2017_mat
 
 from conftest import shared_path
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mfkeras import fusion
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.model import build_patch_model
+from mfkeras.fusion import pipeline as fusion
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights, shared_path
 

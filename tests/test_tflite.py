@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 
-from mfkeras import export, fusion, inference, tflite
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.model import build_patch_model
+from mfkeras.deploy import saved_model as export
+from mfkeras.fusion import pipeline as fusion
+from mfkeras.fusion import inference
+from mfkeras.deploy import tflite
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights, shared_path
 
@@ -97,7 +100,7 @@ def test_bad_arguments_are_rejected(tiny_model):
 @pytest.fixture(scope="module")
 def lytro_crops():
     """256 x 320 gray crops of two Lytro pairs (the full 20 pairs are in the README figures)."""
-    from mfkeras import images
+    from mfkeras.io import images
 
     crops = []
     for name in ("03", "12"):
@@ -111,7 +114,7 @@ def lytro_network(request):
     """The shipped default model and the authors' released weights, as score networks."""
     if request.param == "released":
         return fusion.as_score_network(request.getfixturevalue("released_model"))
-    from mfkeras import zoo
+    from mfkeras.network import zoo
 
     return fusion.as_score_network(zoo.load_patch_model())
 

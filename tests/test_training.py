@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mfkeras import data, training
-from mfkeras.config import ModelConfig
-from mfkeras.model import build_patch_model
+from mfkeras.training import data
+from mfkeras.training import trainer as training
+from mfkeras.network.config import ModelConfig
+from mfkeras.network.model import build_patch_model
 
 TINY = ModelConfig(name="tiny", branch_layers=(8, "pool", 8), fc_units=(16,))
 PAIRS = data.PairConfig(patches_per_image=16, validation_pairs=128, shuffle_buffer=256)

@@ -14,8 +14,8 @@ import os
 import keras
 import numpy as np
 
-from mfkeras.config import get_preset
-from mfkeras.model import BRANCH_NAME, LOGITS_NAME, build_patch_model
+from mfkeras.network.config import get_preset
+from mfkeras.network.model import BRANCH_NAME, LOGITS_NAME, build_patch_model
 
 _EXPECTED_SHAPES = {
     "weights_b1_1": (9, 64),

@@ -6,8 +6,8 @@ import dataclasses
 
 import keras
 
-from mfkeras import inference
-from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
+from mfkeras.fusion import inference
+from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 
 INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mfkeras.config import POOL, ModelConfig, get_preset
+from mfkeras.network.config import POOL, ModelConfig, get_preset
 
 BRANCH_NAME = "branch"
 INPUT_A = "patch_a"

@@ -34,11 +34,11 @@ first (the toolbox's ``nlevels``). The default (2, 3, 3, 4) gives 4, 8, 8 and 16
 Fusion (``fuse_nsct``), the classical NSCT rule: the lowpass is the mean of the sources'
 lowpasses; in every directional subband each coefficient is taken from the source with the
 highest activity, the sum of |coefficient| over a ``window`` x ``window`` neighbourhood
-(choose-max over N sources). The rule is the one of ``mfkeras.baselines`` (shared code), so
+(choose-max over N sources). The rule is the one of ``mfkeras.baselines.wavelets`` (shared code), so
 NSCT and the DWT/LPT/DT-CWT baselines differ only in the transform: colour images get one
 selection per coefficient shared by the three channels (activity summed over channels),
 ties share the weight equally, and an optional 3x3 majority filter (consistency check) is
-off by default, as in the classical NSCT rule. ``mfkeras.nsst`` and ``mfkeras.pcnn`` build
+off by default, as in the classical NSCT rule. ``mfkeras.baselines.nsst`` and ``mfkeras.baselines.pcnn`` build
 on the grid, pyramid and fusion loop of this module.
 """
 
@@ -51,7 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
-from mfkeras import baselines
+from mfkeras.baselines import wavelets as baselines
 
 DEFAULT_LEVELS = 4
 DEFAULT_DIRECTIONS = (2, 3, 3, 4)
@@ -296,7 +296,7 @@ def synthesize(
 
 
 def fuse_choose_max(images, levels, directions, make_bank, window, consistency_check):
-    """Fuses with the rule of ``mfkeras.baselines``: mean lowpass, windowed choose-max.
+    """Fuses with the rule of ``mfkeras.baselines.wavelets``: mean lowpass, windowed choose-max.
 
     ``directions`` must already have passed ``check_transform_params``.
     """

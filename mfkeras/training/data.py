@@ -25,7 +25,7 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from mfkeras.model import INPUT_A, INPUT_B
+from mfkeras.network.model import INPUT_A, INPUT_B
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # TensorFlow has no TIFF decoder: those files are decoded once by OpenCV while

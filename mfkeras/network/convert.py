@@ -17,8 +17,8 @@ import dataclasses
 import keras
 import numpy as np
 
-from mfkeras.config import POOL, ModelConfig
-from mfkeras.model import BRANCH_NAME, config_from_model
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.model import BRANCH_NAME, config_from_model
 
 IMAGE_A = "image_a"
 IMAGE_B = "image_b"
@@ -182,7 +182,7 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
     """Rebuilds a patch classifier as an all-convolutional score-map network.
 
     Args:
-        patch_model: a Siamese patch model from :func:`mfkeras.model.build_patch_model`
+        patch_model: a Siamese patch model from :func:`mfkeras.network.model.build_patch_model`
             (or one with the same layout, e.g. loaded from a ``.keras`` file).
         dense: if True, build the stride-1 "a trous" network.
 

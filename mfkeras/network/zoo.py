@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-SAVED_MODELS_DIR = Path(__file__).resolve().parents[1] / "saved_models"
+SAVED_MODELS_DIR = Path(__file__).resolve().parents[2] / "saved_models"
 MODEL_FILE = "patch_model.keras"
 CARD_FILE = "model_card.json"
 # The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
@@ -71,7 +71,7 @@ def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR
     """
     path = resolve_model_path(spec, directory)
     if path.suffix.lower() == ".mat":
-        from mfkeras.released import load_liu2017_mat
+        from mfkeras.network.released import load_liu2017_mat
 
         return load_liu2017_mat(path)
     import keras

@@ -5,9 +5,9 @@ The seed paper (Li et al. 2018, section 4) compares its CNN with NSST fusion (it
 Laplacian pyramid whose bandpasses are split by shearing filters designed in the frequency
 domain. This module implements it with NumPy/SciPy, in the frequency domain throughout:
 
-- Grid and pyramid: shared with ``mfkeras.nsct`` (symmetric padding to a fast FFT grid,
+- Grid and pyramid: shared with ``mfkeras.baselines.nsct`` (symmetric padding to a fast FFT grid,
   Meyer-type nonsubsampled pyramid with ``|H0|^2 + |H1|^2 = 1`` at every level).
-- Shearing filters: on the pseudo-polar direction coordinate of ``mfkeras.nsct`` (slope
+- Shearing filters: on the pseudo-polar direction coordinate of ``mfkeras.baselines.nsct`` (slope
   ``t = wy/wx`` in the horizontal cone, ``wx/wy`` in the vertical cone), level j with
   exponent k has ``2**k`` windows ``W(2**(k-2) * t - l)``: translates of one Meyer window
   along the slope axis, i.e. one window sheared by the shear matrices ``[[1, 0], [l, 1]]``
@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mfkeras import nsct
+from mfkeras.baselines import nsct
 
 DEFAULT_LEVELS = 4
 DEFAULT_DIRECTIONS = (3, 3, 4, 4)

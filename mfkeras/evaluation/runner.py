@@ -4,7 +4,7 @@ The flow of `mfkeras-evaluate`: `find_pairs` lists the source pairs of a dataset
 (reporting broken ones instead of failing), `resolve_method` turns method specs into
 fusion callables, `find_precomputed` finds fused images of other methods stored as
 ``<pair>_<METHOD>.*``, and `evaluate` fuses and scores every (pair, method) with
-`mfkeras.metrics.evaluate_all`. `summarise`, `markdown_table`, `rank`, `summary_markdown`,
+`mfkeras.evaluation.metrics.evaluate_all`. `summarise`, `markdown_table`, `rank`, `summary_markdown`,
 `bar_chart_png` and `gallery_png` turn the rows into the seed's Table 1 and Figs. 5-7.
 
 A pair or method that fails never stops a run: it becomes a row whose ``error`` column says
@@ -28,19 +28,20 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from mfkeras import images, metrics
+from mfkeras.io import images
+from mfkeras.evaluation import metrics
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The two naming styles of source pairs, as (first, second) suffix tags.
 SOURCE_TAGS = (("A", "B"), ("1", "2"))
 # Specs of the transform-domain comparators: name -> (module, function).
 TRANSFORM_METHODS = {
-    "dwt": ("mfkeras.baselines", "fuse_dwt"),
-    "lpt": ("mfkeras.baselines", "fuse_lpt"),
-    "dtcwt": ("mfkeras.baselines", "fuse_dtcwt"),
-    "nsct": ("mfkeras.nsct", "fuse_nsct"),
-    "nsst": ("mfkeras.nsst", "fuse_nsst"),
-    "pcnn": ("mfkeras.pcnn", "fuse_pcnn"),
+    "dwt": ("mfkeras.baselines.wavelets", "fuse_dwt"),
+    "lpt": ("mfkeras.baselines.wavelets", "fuse_lpt"),
+    "dtcwt": ("mfkeras.baselines.wavelets", "fuse_dtcwt"),
+    "nsct": ("mfkeras.baselines.nsct", "fuse_nsct"),
+    "nsst": ("mfkeras.baselines.nsst", "fuse_nsst"),
+    "pcnn": ("mfkeras.baselines.pcnn", "fuse_pcnn"),
 }
 MODEL_PREFIX = "mfkeras:"
 LIU_MAT_PREFIX = "liu_mat:"
@@ -190,7 +191,7 @@ def validate_method_spec(spec: str) -> str:
     Returns:
         The label used in tables, e.g. ``"DWT"``, ``"mfkeras_li2018"``, ``"liu2017_released"``.
     """
-    from mfkeras import zoo
+    from mfkeras.network import zoo
 
     text = str(spec).strip()
     if text.lower() in TRANSFORM_METHODS:
@@ -232,7 +233,8 @@ def resolve_method(spec: str) -> Method:
                 f"Method {text!r} needs {module_name}.{function_name}, which is not available: {error}"
             ) from error
     else:
-        from mfkeras import fusion, zoo
+        from mfkeras.fusion import pipeline as fusion
+        from mfkeras.network import zoo
 
         model = zoo.load_patch_model(text.split(":", 1)[1])
 
@@ -311,7 +313,7 @@ def evaluate(
         pairs: from `find_pairs`; skipped pairs become one error row each.
         methods: from `resolve_method`.
         precomputed: ``{method: {pair: path}}`` from `find_precomputed`, scored as stored.
-        metric_names: columns of `mfkeras.metrics.METRICS`; all when None.
+        metric_names: columns of `mfkeras.evaluation.metrics.METRICS`; all when None.
         jpeg_quality: if set, our methods' outputs are JPEG-encoded at this quality (4:2:0)
             before scoring, as the published results were; precomputed images are not.
         progress: show a tqdm progress bar over the pairs.

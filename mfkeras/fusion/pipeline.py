@@ -10,8 +10,9 @@ import cv2
 import keras
 import numpy as np
 
-from mfkeras import inference, precision
-from mfkeras.convert import ScoreNetwork, to_fully_convolutional
+from mfkeras.fusion import inference
+from mfkeras.network import precision
+from mfkeras.network.convert import ScoreNetwork, to_fully_convolutional
 
 CONSISTENCY_MODES = ("remove_small", "largest", "none")
 REFINE_MODES = ("guided", "dilate", "none")

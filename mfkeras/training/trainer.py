@@ -33,9 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mfkeras.config import ModelConfig, get_preset
-from mfkeras.data import DataSource, PairConfig, make_datasets
-from mfkeras.model import build_patch_model
+from mfkeras.network.config import ModelConfig, get_preset
+from mfkeras.training.data import DataSource, PairConfig, make_datasets
+from mfkeras.network.model import build_patch_model
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker")

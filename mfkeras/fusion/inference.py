@@ -13,8 +13,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from mfkeras.config import POOL
-from mfkeras.convert import ScoreNetwork, to_stack_head
+from mfkeras.network.config import POOL
+from mfkeras.network.convert import ScoreNetwork, to_stack_head
 
 # ITU-R BT.601 luma weights as MATLAB's rgb2gray uses them (the reference's convention).
 GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])

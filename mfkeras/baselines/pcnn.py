@@ -6,13 +6,13 @@ comparators; its reference [9] is Qu Xiao-Bo, Yan Jing-Wen, Xiao Hong-Zhi, Zhu Z
 in nonsubsampled contourlet transform domain", Acta Automatica Sinica 34(12):1508-1514,
 2008. The method, as implemented by ``fuse_pcnn``:
 
-1. Decompose every source (every channel) with the NSCT of ``mfkeras.nsct``.
+1. Decompose every source (every channel) with the NSCT of ``mfkeras.baselines.nsct``.
 2. For every directional subband and source, the spatial frequency (SF) of each
    coefficient's ``window`` x ``window`` neighbourhood,
    ``SF = sqrt(mean(dr**2) + mean(dc**2))`` over the window, with ``dr``, ``dc`` the
    differences to the left and upper neighbour; for colour the squared differences are
    summed over the channels, so one decision serves all three channels (as in
-   ``mfkeras.baselines``).
+   ``mfkeras.baselines.wavelets``).
 3. The SF maps, scaled to [0, 1] per subband (min-max over all sources jointly), are the
    feeding input ``F`` of a simplified PCNN, one neuron per coefficient:
    ``L[n] = exp(-alpha_l) L[n-1] + v_l (W * Y[n-1])``,
@@ -43,7 +43,7 @@ Parameter values and their sources:
   4 and 8 directions (15 subbands), which fuses a 520x520 colour pair within 10 s on two
   CPU cores. On a synthetic focus pair (a seeded texture, half blurred in each source) it
   also fused better than (2, 3, 3, 4) with the same PCNN. The filters are those of
-  ``mfkeras.nsct`` (a frequency-domain equivalent of NSCT).
+  ``mfkeras.baselines.nsct`` (a frequency-domain equivalent of NSCT).
 
 Deviations from Qu's code, all documented above: SF maps are normalised jointly over the
 sources of a subband (the code normalises each source separately, which makes firing counts
@@ -54,7 +54,7 @@ Implementation: the PCNN runs vectorised over all pixels of a stack of subbands 
 sources and subbands, in cache-sized chunks of maps; each chunk is one 2-D array with the
 maps' rows stacked and zero rows between them, so one ``cv2.filter2D`` call does all the
 linking). It runs on the image region of the subbands (as in Qu's code, where
-subbands have the image size); coefficients in the padding margin of ``mfkeras.nsct``'s
+subbands have the image size); coefficients in the padding margin of ``mfkeras.baselines.nsct``'s
 grid are chosen by the larger SF. The two decaying sums are updated with
 ``cv2.accumulateWeighted`` (one pass each, see ``_fire_counts``); the counts equal those of
 the recursion above up to float32 rounding (the tests compare them with a float64
@@ -71,7 +71,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from mfkeras import baselines, nsct
+from mfkeras.baselines import wavelets as baselines
+from mfkeras.baselines import nsct
 
 DEFAULT_LEVELS = 4
 DEFAULT_DIRECTIONS = (0, 1, 2, 3)

@@ -7,7 +7,7 @@ Two flavours of model, each in any of ``QUANTIZATIONS``:
   runner does it for us). Output ``score_map`` [1, H', W', 1].
 * fixed tile (for GPU delegates, which want static shapes): inputs
   ``image_a``, ``image_b`` and ``valid`` float32 [1, T, T, 1]. The host cuts the
-  image into overlapping tiles (:func:`mfkeras.inference.plan_tiles`, halo =
+  image into overlapping tiles (:func:`mfkeras.fusion.inference.plan_tiles`, halo =
   ``ScoreNetwork.receptive_field``, tiles on the stride grid), places each at
   the top-left of a T x T canvas and marks its pixels in ``valid``. The model
   zeroes every feature map outside ``valid``, which is exactly the zero padding
@@ -25,8 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mfkeras import export, inference
-from mfkeras.convert import IMAGE_A, IMAGE_B, ScoreNetwork
+from mfkeras.deploy import saved_model as export
+from mfkeras.fusion import inference
+from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 SCORE_MAP = "score_map"
@@ -168,7 +169,7 @@ def score_map(interpreter, gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray
         gray_b: (H, W) float image in [0, 1], same shape.
 
     Returns:
-        (H', W') float32 scores, as :func:`mfkeras.inference.score_map`.
+        (H', W') float32 scores, as :func:`mfkeras.fusion.inference.score_map`.
     """
     if np.shape(gray_a) != np.shape(gray_b) or np.ndim(gray_a) != 2:
         raise ValueError(

@@ -8,8 +8,8 @@ import os
 import cv2
 import numpy as np
 
-from mfkeras import images
-from mfkeras.fusion import FusionResult, blend
+from mfkeras.io import images
+from mfkeras.fusion.pipeline import FusionResult, blend
 
 
 def map_to_uint8(values: np.ndarray, shape: tuple | None = None) -> np.ndarray:
