@@ -64,7 +64,7 @@ def main(argv):
     with cli.clean_errors("benchmark_fuse"):
         import tensorflow as tf
 
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.io import images
         from mfkeras.fusion import inference
         from mfkeras.network import precision
@@ -91,7 +91,7 @@ def main(argv):
         for label, spec in specs:
             model = zoo.load_patch_model(spec)
             network = fusion.as_score_network(model, dense=FLAGS.dense)
-            gray = [inference.to_gray(fusion.to_unit_range(s)) for s in sources]
+            gray = [fusion.to_gray(fusion.to_unit_range(s)) for s in sources]
             end_to_end = cli.median_seconds(lambda: fusion.fuse(sources, network, options), FLAGS.repeats)
             compute = precision.compute_network(network, FLAGS.inference_dtype)
             scoring = cli.median_seconds(

@@ -43,7 +43,7 @@ def main(argv):
     with cli.clean_errors("benchmark_large"):
         import cv2
 
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.io import images
         from mfkeras.fusion import inference
         from mfkeras.network import zoo

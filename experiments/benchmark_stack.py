@@ -61,7 +61,7 @@ def main(argv):
         import numpy as np
 
         from mfkeras.fusion import align
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.io import images
         from mfkeras.evaluation import figures as visualize
         from mfkeras.network import zoo

@@ -55,12 +55,12 @@ def main(argv):
         import tensorflow as tf
 
         from mfkeras.deploy import saved_model as export
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.fusion import inference
         from mfkeras.deploy import tflite
 
         network = fusion.as_score_network(zoo.load_patch_model(model_path))
-        gray = [inference.to_gray(fusion.to_unit_range(s)) for s in sources]
+        gray = [fusion.to_gray(fusion.to_unit_range(s)) for s in sources]
         batch = [g[None, :, :, None] for g in gray]
         threads = FLAGS.threads or os.cpu_count()
         report = {

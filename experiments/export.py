@@ -124,7 +124,7 @@ def verify(version_dir, network, options, pairs, tflite_dir, tflite_files) -> di
     import numpy as np
     import tensorflow as tf
 
-    from mfkeras.fusion import pipeline as fusion
+    from mfkeras import fusion
     from mfkeras.io import images
     from mfkeras.fusion import inference
     from mfkeras.deploy import tflite
@@ -160,7 +160,7 @@ def verify(version_dir, network, options, pairs, tflite_dir, tflite_files) -> di
             "served_s": served_s,
             "tflite": {},
         }
-        gray = [inference.to_gray(fusion.to_unit_range(x)) for x in (a, b)]
+        gray = [fusion.to_gray(fusion.to_unit_range(x)) for x in (a, b)]
         if exact is not None:
             exact_scores = exact(gray[0][None, ..., None], gray[1][None, ..., None]).numpy()[0, ..., 0]
             row["keras_float32_vs_float64"] = float(np.abs(reference.score_map - exact_scores).max())
@@ -225,7 +225,7 @@ def main(argv):
         import tensorflow as tf
 
         from mfkeras.deploy import saved_model as export
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.deploy import tflite
         from mfkeras.network import zoo
 

@@ -78,7 +78,7 @@ def main(argv):
         cli.check_same_kind(sources, paths)
         images.check_output_dtype(output, sources[0].dtype)
 
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.evaluation import figures as visualize
 
         if FLAGS.align:

@@ -28,7 +28,7 @@ def test_write_json_failure_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_fusion_flags_reach_the_fusion_options():
     from absl import flags
 
-    from mfkeras.fusion import pipeline as fusion
+    from mfkeras import fusion
 
     import functools
     import types

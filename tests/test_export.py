@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from mfkeras.deploy import saved_model as export
-from mfkeras.fusion import pipeline as fusion
+from mfkeras import fusion
 from mfkeras.fusion import inference
 from mfkeras.network import zoo
 from mfkeras.network.config import POOL, ModelConfig
@@ -140,7 +140,7 @@ def test_dilate_blend_and_gray_match_fusion():
     )
     for image in (first, first[..., :1]):
         np.testing.assert_array_equal(
-            export.to_gray(image).numpy(), inference.to_gray(fusion.to_unit_range(image))
+            export.to_gray(image).numpy(), fusion.to_gray(fusion.to_unit_range(image))
         )
 
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mfkeras.fusion import pipeline as fusion
+from mfkeras import fusion
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.model import build_patch_model
 
@@ -170,9 +170,10 @@ def test_precision_and_xla_options_keep_the_fusion(demo_pair, inference_dtype, j
     if inference_dtype != "float32":
         assert difference > 1e-6  # the network really ran in the lower precision
     if jit_compile:
-        from mfkeras.fusion import inference
+        from mfkeras.network import precision
 
-        assert any(kind == "pair_xla" for _, kind in inference._FUNCTIONS)  # the XLA function was used
+        network = precision.compute_network(fusion.as_score_network(model), inference_dtype)
+        assert "pair_xla" in network.built_kinds  # the XLA function was used
     assert np.mean(got.decision == reference.decision) >= 0.995
     assert np.abs(got.fused.astype(int) - reference.fused).mean() <= 1.0
 
@@ -234,6 +235,6 @@ def test_complementary_blurred_halves_are_recovered(released_model):
 def test_first_argmax_equals_numpy_including_ties():
     rng = np.random.default_rng(4)
     maps = rng.integers(0, 4, (7, 30, 40)).astype(np.float32)  # many ties
-    got = fusion._first_argmax(maps)
+    got = fusion.first_argmax(maps)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, np.argmax(maps, axis=0))

@@ -153,7 +153,7 @@ def test_directory_without_write_permission_is_named(tmp_path, monkeypatch):
 
 
 def test_infinite_float_input_is_refused_by_the_python_api():
-    from mfkeras.fusion import pipeline as fusion
+    from mfkeras import fusion
 
     frame = np.zeros((20, 20), np.float32)
     frame[3, 4] = np.inf

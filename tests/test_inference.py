@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mfkeras.fusion import inference
+from mfkeras.io import color
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.convert import to_fully_convolutional, to_stack_head
 from mfkeras.network.model import build_patch_model
@@ -91,4 +92,4 @@ def test_stack_scores_match_explicit_pairwise_scoring_and_tiling():
 def test_gray_conversion_uses_the_reference_weights():
     pixel = np.array([[[0.2, 0.5, 0.9]]])
     expected = 0.298936021293775 * 0.2 + 0.587043074451121 * 0.5 + 0.114020904255103 * 0.9
-    assert abs(inference.to_gray(pixel)[0, 0] - expected) < 1e-7
+    assert abs(color.to_gray(pixel)[0, 0] - expected) < 1e-7

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mfkeras.fusion import pipeline as fusion
+from mfkeras import fusion
 from mfkeras.fusion import inference
 from mfkeras.network.convert import to_fully_convolutional
 from mfkeras.network.released import load_liu2017_mat, read_liu2017_mat

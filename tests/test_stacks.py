@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mfkeras.fusion import pipeline as fusion
+from mfkeras import fusion
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.model import build_patch_model
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mfkeras.deploy import saved_model as export
-from mfkeras.fusion import pipeline as fusion
+from mfkeras import fusion
 from mfkeras.fusion import inference
 from mfkeras.deploy import tflite
 from mfkeras.network.config import POOL, ModelConfig
@@ -105,7 +105,7 @@ def lytro_crops():
     crops = []
     for name in ("03", "12"):
         pair = [images.read_image(str(shared_path("data", "lytro", f"lytro_{name}_{s}.jpg"))) for s in "AB"]
-        crops.append([inference.to_gray(fusion.to_unit_range(x[130:386, 90:410])) for x in pair])
+        crops.append([fusion.to_gray(fusion.to_unit_range(x[130:386, 90:410])) for x in pair])
     return crops
 
 

@@ -12,7 +12,7 @@ signatures that take images and return a dict of named tensors.
   verification) and ``weight_map`` float32 [H, W] (A's blending weight after
   refinement).
 
-The TensorFlow counterparts of the :mod:`mfkeras.fusion.pipeline` steps carry the same
+The TensorFlow counterparts of the :mod:`mfkeras.fusion` steps carry the same
 names here (``focus_map``, ``remove_small_regions``, ``guided_filter``, ...).
 Connected components are not a TensorFlow op: :func:`connected_components`
 labels 8-connected regions by min-label propagation with pointer jumping in a
@@ -27,10 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mfkeras.fusion import inference
 from mfkeras.network.precision import INFERENCE_DTYPES, cast_network, compute_network  # noqa: F401 (re-exported)
-from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork
-from mfkeras.fusion.pipeline import FusionOptions, as_score_network
+from mfkeras.fusion.options import FusionOptions
+from mfkeras.io.color import GRAY_WEIGHTS
+from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork, as_score_network
 
 SERVING_SIGNATURES = ("serving_default", "fuse", "score_map")
 
@@ -85,13 +85,13 @@ def tensorflow_variables(*models: keras.Model) -> list:
     return [weight.value for model in models for weight in model.weights]
 
 
-# --- The fusion steps as TensorFlow ops (counterparts of mfkeras.fusion.pipeline) ---------------
+# --- The fusion steps as TensorFlow ops (counterparts of mfkeras.fusion.decision and blend) ---------------
 
 
 def to_gray(image: tf.Tensor) -> tf.Tensor:
     """Converts a uint8 [H, W, C] image (C = 1 or 3) to float32 [0, 1] gray, BT.601 weights.
 
-    Computed in float64 and rounded once, as :func:`mfkeras.fusion.inference.to_gray` does.
+    Computed in float64 and rounded once, as :func:`mfkeras.io.color.to_gray` does.
     """
     channels = tf.shape(image)[-1]
     check = tf.debugging.assert_equal(
@@ -103,7 +103,7 @@ def to_gray(image: tf.Tensor) -> tf.Tensor:
         image = tf.identity(image)
     weights = tf.where(
         channels == 3,
-        tf.constant(inference.GRAY_WEIGHTS, tf.float64),
+        tf.constant(GRAY_WEIGHTS, tf.float64),
         tf.constant([1.0, 0.0, 0.0], tf.float64),
     )[:channels]
     unit = tf.cast(image, tf.float64) / 255.0
@@ -135,7 +135,7 @@ def _centred_box_sum(values: tf.Tensor, radius: int) -> tf.Tensor:
 
 
 def focus_map(scores: tf.Tensor, shape, stride: int, patch_size: int) -> tf.Tensor:
-    """Averages the scores of all windows covering each pixel (as :func:`mfkeras.fusion.pipeline.focus_map`).
+    """Averages the scores of all windows covering each pixel (as :func:`mfkeras.fusion.decision.focus_map`).
 
     Args:
         scores: (h, w) scores.

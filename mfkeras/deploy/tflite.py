@@ -27,9 +27,9 @@ import tensorflow as tf
 
 from mfkeras.deploy import saved_model as export
 from mfkeras.fusion import inference
+from mfkeras.fusion.options import QUANTIZATIONS
 from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 
-QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 SCORE_MAP = "score_map"
 VALID = "valid"
 SIGNATURE_KEY = "serving_default"

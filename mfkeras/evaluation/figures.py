@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from mfkeras.io import images
-from mfkeras.fusion.pipeline import FusionResult, blend
+from mfkeras.fusion.blending import blend
+from mfkeras.fusion.result import FusionResult
 
 
 def map_to_uint8(values: np.ndarray, shape: tuple | None = None) -> np.ndarray:

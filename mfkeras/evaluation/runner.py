@@ -233,7 +233,7 @@ def resolve_method(spec: str) -> Method:
                 f"Method {text!r} needs {module_name}.{function_name}, which is not available: {error}"
             ) from error
     else:
-        from mfkeras.fusion import pipeline as fusion
+        from mfkeras import fusion
         from mfkeras.network import zoo
 
         model = zoo.load_patch_model(text.split(":", 1)[1])

@@ -8,7 +8,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from mfkeras.fusion.inference import to_gray
+from mfkeras.io.color import to_gray
 
 MOTION_MODELS = ("affine", "homography")
 ALIGN_METHODS = ("ecc", "features")

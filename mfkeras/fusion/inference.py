@@ -1,4 +1,4 @@
-"""Score maps from a whole-image network: grayscale conversion, tiling and stacks.
+"""Score maps from a whole-image network: tiling and stacks.
 
 Large images are scored in overlapping tiles. Each tile carries the network's
 receptive halo and starts on the stride grid, so the stitched map equals the
@@ -16,34 +16,9 @@ import tensorflow as tf
 from mfkeras.network.config import POOL
 from mfkeras.network.convert import ScoreNetwork, to_stack_head
 
-# ITU-R BT.601 luma weights as MATLAB's rgb2gray uses them (the reference's convention).
-GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
 _FLOAT_BYTES = 4
 # Measured peak-to-estimate ratio of TensorFlow's CPU convolutions (workspace, copies).
 _MEMORY_SAFETY = 3.0
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """Converts an RGB or gray image with values in [0, 1] to float32 gray.
-
-    Args:
-        image: (H, W), (H, W, 1) or (H, W, 3) array, RGB channel order.
-
-    Returns:
-        (H, W) float32 gray image, BT.601 weights.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 3:
-        gray = np.empty(image.shape[:2], np.float32)
-        for start in range(0, image.shape[0], 1024):  # row blocks bound float64 temporaries
-            rows = image[start : start + 1024].astype(np.float64)
-            gray[start : start + 1024] = rows @ GRAY_WEIGHTS
-        return gray
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim != 2:
-        raise ValueError(f"Expected a (H, W), (H, W, 1) or (H, W, 3) image. Received shape {image.shape}")
-    return image.astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,19 +100,6 @@ def tile_side_for_budget(network: ScoreNetwork, budget_bytes: float, images: int
     return max(2 * network.patch_size, side)
 
 
-_FUNCTIONS = {}
-
-
-def cached_per_network(network: ScoreNetwork, kind: str, build):
-    """``build()``, made once per network and ``kind`` (compiled functions, precision copies)."""
-    key = (id(network.model), kind)
-    entry = _FUNCTIONS.get(key)
-    if entry is None or entry[0] is not network.model:
-        entry = (network.model, build())
-        _FUNCTIONS[key] = entry
-    return entry[1]
-
-
 def _pair_function(network: ScoreNetwork, jit_compile: bool = False):
     def build():
         spec = tf.TensorSpec((None, None, None, 1), tf.float32)
@@ -151,7 +113,7 @@ def _pair_function(network: ScoreNetwork, jit_compile: bool = False):
 
         return predict
 
-    return cached_per_network(network, "pair_xla" if jit_compile else "pair", build)
+    return network.cached("pair_xla" if jit_compile else "pair", build)
 
 
 def score_map(
@@ -208,7 +170,7 @@ def _stack_functions(network: ScoreNetwork, jit_compile: bool = False):
 
         return stack_head, project, tail
 
-    return cached_per_network(network, "stack_xla" if jit_compile else "stack", build)
+    return network.cached("stack_xla" if jit_compile else "stack", build)
 
 
 _FRAMES_PER_CALL = 2

@@ -137,6 +137,18 @@ class ScoreNetwork:
     stride: int
     dense: bool
     receptive_field: int
+    _built: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def cached(self, kind: str, build):
+        """``build()``, made once per network and ``kind`` (compiled functions, precision copies)."""
+        if kind not in self._built:
+            self._built[kind] = build()
+        return self._built[kind]
+
+    @property
+    def built_kinds(self) -> tuple:
+        """The kinds :meth:`cached` has built so far."""
+        return tuple(self._built)
 
     @property
     def patch_size(self) -> int:
@@ -370,3 +382,35 @@ def to_stack_head(network: ScoreNetwork) -> StackHead:
     for clone, values in copies:
         clone.set_weights(values)
     return StackHead(projector=projector, tail=tail, bias=bias.astype(np.float32), units=units)
+
+
+# Attribute on a patch model holding its converted networks, set past Keras' attribute tracking.
+_SCORE_NETWORKS_ATTRIBUTE = "_mfkeras_score_networks"
+
+
+def as_score_network(model, dense: bool = False) -> ScoreNetwork:
+    """Returns ``model`` as a :class:`ScoreNetwork`, converting a patch model once.
+
+    The converted network is kept on the patch model itself, so it lives as
+    long as the model and no longer.
+
+    Args:
+        model: a ScoreNetwork or a Keras patch model.
+        dense: for patch models, build the stride-1 network.
+
+    Returns:
+        The score network.
+    """
+    if isinstance(model, ScoreNetwork):
+        return model
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"model must be a keras patch model or a ScoreNetwork. Received {type(model).__name__}."
+        )
+    networks = model.__dict__.get(_SCORE_NETWORKS_ATTRIBUTE)
+    if networks is None:
+        networks = {}
+        object.__setattr__(model, _SCORE_NETWORKS_ATTRIBUTE, networks)
+    if dense not in networks:
+        networks[dense] = to_fully_convolutional(model, dense=dense)
+    return networks[dense]

@@ -6,10 +6,9 @@ import dataclasses
 
 import keras
 
-from mfkeras.fusion import inference
+from mfkeras.fusion.options import INFERENCE_DTYPES
 from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork
 
-INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def cast_network(network: ScoreNetwork, inference_dtype: str = "float32") -> ScoreNetwork:
@@ -62,6 +61,4 @@ def compute_network(network: ScoreNetwork, inference_dtype: str = "float32") -> 
     """:func:`cast_network`, built once per network and precision (the copy keeps its compiled functions)."""
     if inference_dtype == "float32":
         return network
-    return inference.cached_per_network(
-        network, f"cast_{inference_dtype}", lambda: cast_network(network, inference_dtype)
-    )
+    return network.cached(f"cast_{inference_dtype}", lambda: cast_network(network, inference_dtype))

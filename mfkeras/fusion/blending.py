@@ -1,0 +1,60 @@
+"""Blending sources by per-pixel weights, per colour channel."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+_BLEND_ROWS = 512
+
+
+def blend(first: np.ndarray, second: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Computes ``weights * first + (1 - weights) * second`` per channel.
+
+    Integer images are blended on the [0, 1] scale and rounded half away from
+    zero, saturating at the dtype's range (as MATLAB converts).
+
+    Args:
+        first: (H, W) or (H, W, C) image.
+        second: same shape and dtype.
+        weights: (H, W) float weights of ``first``.
+
+    Returns:
+        The blended image, same shape and dtype as the inputs.
+    """
+    return blend_stack([second, first], np.asarray(weights)[None])
+
+
+def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Computes ``images[0] + sum_i weights[i - 1] * (images[i] - images[0])``.
+
+    With weights that sum to at most one this is the weighted mean of the
+    images; written relative to ``images[0]`` so equal inputs come back exactly.
+
+    Args:
+        images: N equal-shape images, (H, W) or (H, W, C).
+        weights: (N - 1, H, W) weights of ``images[1:]``.
+
+    Returns:
+        The blended image, same shape and dtype as the inputs (integers are
+        rounded half away from zero and saturated).
+    """
+    base_image = images[0]
+    out = np.empty_like(base_image)
+    for start in range(0, base_image.shape[0], _BLEND_ROWS):
+        rows = slice(start, start + _BLEND_ROWS)
+        base = base_image[rows].astype(np.float64)
+        mixed = base.copy()
+        for image, weight in zip(images[1:], weights):
+            weight = np.asarray(weight[rows], np.float64)
+            if base.ndim == 3:
+                weight = weight[..., None]
+            mixed += weight * (image[rows].astype(np.float64) - base)
+        if np.issubdtype(base_image.dtype, np.integer):
+            info = np.iinfo(base_image.dtype)
+            mixed = np.floor(np.abs(mixed) + 0.5) * np.sign(mixed)
+            mixed = np.clip(mixed, info.min, info.max)
+        out[rows] = mixed
+    return out

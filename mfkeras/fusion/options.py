@@ -1,0 +1,87 @@
+"""Fusion switches and every choice the command line offers; imports no TensorFlow."""
+
+from __future__ import annotations
+
+import dataclasses
+
+CONSISTENCY_MODES = ("remove_small", "largest", "none")
+REFINE_MODES = ("guided", "dilate", "none")
+STACK_METHODS = ("joint", "sequential")
+INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
+ALIGN_MODELS = ("affine", "homography")
+ALIGN_METHODS = ("ecc", "features")
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionOptions:
+    """Switches and parameters of the fusion steps (defaults follow the reference code).
+
+    Attributes:
+        symmetric: score with the mean of s(A, B) and 1 - s(B, A).
+        dense: use the stride-1 ("a trous") score map instead of the strided one.
+        consistency: ``remove_small`` (drop regions smaller than
+            ``area_ratio * H * W`` in the map and its complement), ``largest``
+            (keep only the largest region of each class, as the seed describes)
+            or ``none``.
+        area_ratio: the small-region threshold as a fraction of the image area.
+        refine: ``guided`` (guided filter on the initially fused gray image),
+            ``dilate`` (the seed's morphological dilation) or ``none``.
+        guided_radius: guided filter radius (window side 2r + 1).
+        guided_eps: guided filter regularisation.
+        dilate_radius: radius of the elliptical structuring element for ``dilate``.
+        clip_weights: clip the refined weights to [0, 1] so every fused pixel
+            lies between the sources (the reference code does not clip).
+        stack_method: for three or more images, ``joint`` (every image scored
+            against every other in O(N) network work, one label map) or
+            ``sequential`` (pairwise fusion in sequence, the seed's extension).
+        max_tile_side: score in tiles of at most this many pixels a side.
+        memory_budget_mb: choose the tile side so the network's activations fit
+            this budget (ignored when ``max_tile_side`` is set; None never tiles).
+            Tiling never changes the result.
+        inference_dtype: network precision, one of ``INFERENCE_DTYPES``:
+            ``float16`` / ``bfloat16`` are Keras mixed precision (fast on GPUs,
+            and bfloat16 on CPUs with AMX), ``float64`` a slow reference.
+        jit_compile: XLA-compile the network (one compilation per image size).
+    """
+
+    symmetric: bool = False
+    dense: bool = False
+    consistency: str = "remove_small"
+    area_ratio: float = 0.01
+    refine: str = "guided"
+    guided_radius: int = 8
+    guided_eps: float = 0.1
+    dilate_radius: int = 2
+    clip_weights: bool = True
+    stack_method: str = "joint"
+    max_tile_side: int | None = None
+    memory_budget_mb: float | None = 2048.0
+    inference_dtype: str = "float32"
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.inference_dtype not in INFERENCE_DTYPES:
+            raise ValueError(
+                f"inference_dtype must be one of {INFERENCE_DTYPES}. Received: {self.inference_dtype!r}"
+            )
+        if self.consistency not in CONSISTENCY_MODES:
+            raise ValueError(
+                f"consistency must be one of {CONSISTENCY_MODES}. Received: {self.consistency!r}"
+            )
+        if self.refine not in REFINE_MODES:
+            raise ValueError(f"refine must be one of {REFINE_MODES}. Received: {self.refine!r}")
+        if not 0.0 <= self.area_ratio < 1.0:
+            raise ValueError(f"area_ratio must be in [0, 1). Received: {self.area_ratio}")
+        if self.stack_method not in STACK_METHODS:
+            raise ValueError(
+                f"stack_method must be one of {STACK_METHODS}. Received: {self.stack_method!r}"
+            )
+        if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb must be positive. Received: {self.memory_budget_mb}")
+        if self.guided_radius < 1 or self.guided_eps <= 0 or self.dilate_radius < 0:
+            raise ValueError(
+                "guided_radius >= 1, guided_eps > 0 and dilate_radius >= 0 are required. "
+                f"Received: {self.guided_radius}, {self.guided_eps}, {self.dilate_radius}"
+            )
+

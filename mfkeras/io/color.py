@@ -1,0 +1,38 @@
+"""Pixel conversions: integer to unit range, RGB to gray."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ITU-R BT.601 luma weights as MATLAB's rgb2gray uses them (the reference's convention).
+GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+    """Scales an integer image to float64 [0, 1]; float images are returned as float64."""
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float64) / np.iinfo(image.dtype).max
+    return image.astype(np.float64)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Converts an RGB or gray image with values in [0, 1] to float32 gray.
+
+    Args:
+        image: (H, W), (H, W, 1) or (H, W, 3) array, RGB channel order.
+
+    Returns:
+        (H, W) float32 gray image, BT.601 weights.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 3:
+        gray = np.empty(image.shape[:2], np.float32)
+        for start in range(0, image.shape[0], 1024):  # row blocks bound float64 temporaries
+            rows = image[start : start + 1024].astype(np.float64)
+            gray[start : start + 1024] = rows @ GRAY_WEIGHTS
+        return gray
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim != 2:
+        raise ValueError(f"Expected a (H, W), (H, W, 1) or (H, W, 3) image. Received shape {image.shape}")
+    return image.astype(np.float32)
