@@ -237,7 +237,7 @@ def test_tfds_random_mock_data_works():
 
 
 def test_tfds_without_data_explains_the_way_out(tmp_path):
-    with pytest.raises(RuntimeError, match=r"--data_dir.*--image_dir"):
+    with pytest.raises(RuntimeError, match=r"data_dir.*image_dir"):
         data.make_datasets(data.TfdsSource(data_dir=str(tmp_path), download=False))
 
 

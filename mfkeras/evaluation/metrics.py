@@ -22,8 +22,9 @@ from typing import Callable, Iterable, Optional
 import cv2
 import numpy as np
 
+from mfkeras.io.color import GRAY_WEIGHTS
+
 # MATLAB rgb2gray coefficients (spec section 0.2).
-_RGB_TO_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 _PEAK = 255.0
 
 
@@ -84,7 +85,7 @@ def _to_gray(image, arg: str) -> np.ndarray:
     if array.ndim == 2:
         return array.astype(np.float64)
     rgb = array.astype(np.float64)
-    c_r, c_g, c_b = _RGB_TO_GRAY
+    c_r, c_g, c_b = GRAY_WEIGHTS
     return _round_half_away(rgb[..., 0] * c_r + rgb[..., 1] * c_g + rgb[..., 2] * c_b)
 
 

@@ -90,7 +90,7 @@ def estimate_warp_features(
     key_ref, desc_ref = orb.detectAndCompute(to8(reference), None)
     key_mov, desc_mov = orb.detectAndCompute(to8(moving), None)
     if desc_ref is None or desc_mov is None or min(len(key_ref), len(key_mov)) < 10:
-        raise ValueError("Frame registration found too few features; try --align_method=ecc.")
+        raise ValueError("Frame registration found too few features; try method='ecc'.")
     matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(desc_ref, desc_mov)
     if len(matches) < 10:
         raise ValueError(f"Frame registration matched only {len(matches)} features; try ECC.")

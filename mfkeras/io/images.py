@@ -11,7 +11,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-WRITABLE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# Extensions of the images mfkeras reads (and writes).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+WRITABLE_EXTENSIONS = IMAGE_EXTENSIONS
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
 
 
@@ -122,7 +124,7 @@ def check_output_path(path: str, inputs: Sequence[str] = (), overwrite: bool = F
     if os.path.isdir(path):
         raise ImageError(f"Output path is a directory: {path}")
     if os.path.exists(path) and not overwrite:
-        raise ImageError(f"Output file exists (pass --overwrite to replace it): {path}")
+        raise ImageError(f"Output file exists (pass overwrite=True to replace it): {path}")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ImageError(f"Output directory does not exist: {directory}")

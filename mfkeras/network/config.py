@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Union
+
+from mfkeras.io.config_json import JsonConfig
 
 POOL = "pool"
 PADDINGS = ("same", "valid")
@@ -13,7 +14,7 @@ BranchLayer = Union[int, str]
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Describes one Siamese patch-classifier architecture.
 
     Attributes:
@@ -98,20 +99,6 @@ class ModelConfig:
             "patch_size": self.patch_size,
             "kernel_size": self.kernel_size,
         }
-
-    def to_json(self) -> str:
-        """Serialises the config to a JSON string."""
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        """Builds a config from :meth:`to_dict` output."""
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
-        """Builds a config from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
 
 
 PRESETS = {

@@ -53,8 +53,8 @@ def resolve_model_path(spec: str | None = None, directory: Path = SAVED_MODELS_D
         shipped = available_models(directory)
         raise ModelNotFoundError(
             f"No trained model at {path}. Shipped models: {shipped or 'none yet'}. Train one with "
-            "`mfkeras-train` (see README), pass a .keras file with --model, or use the authors' "
-            "released weights with --liu_mat path/to/cnnmodel.mat."
+            "`mfkeras-train` (see README), pass the path of a .keras file as spec, or load the authors' "
+            "released weights with load_liu2017_mat(path)."
         )
     return path
 

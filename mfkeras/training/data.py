@@ -16,7 +16,6 @@ The validation pairs come from images held out by file, never by patch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import warnings
@@ -25,16 +24,17 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
+from mfkeras.io.config_json import JsonConfig
+from mfkeras.io.images import IMAGE_EXTENSIONS
 from mfkeras.network.model import INPUT_A, INPUT_B
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # TensorFlow has no TIFF decoder: those files are decoded once by OpenCV while
 # scanning the folder and kept in memory as PNG bytes.
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
 @dataclasses.dataclass(frozen=True)
-class PairConfig:
+class PairConfig(JsonConfig):
     """How patch pairs are made from images.
 
     Attributes:
@@ -101,23 +101,6 @@ class PairConfig:
         """Smallest usable image side: a patch must fit and the blur border must reflect."""
         return max(self.patch_size, self.blur_size // 2 + 1)
 
-    def to_dict(self) -> dict:
-        """Returns the config as plain JSON-serialisable types."""
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        """Serialises the config to a JSON string."""
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PairConfig":
-        """Builds a config from :meth:`to_dict` output."""
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "PairConfig":
-        """Builds a config from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -616,9 +599,9 @@ def _load_tfds(source: TfdsSource):
         raise RuntimeError(
             f"Could not load tfds dataset {source.name!r} (data_dir={source.data_dir!r}, "
             f"download={source.download}): {error}\n"
-            "Point data_dir (--data_dir) at a copy prepared with "
+            "Point data_dir at a copy prepared with "
             f"`tfds build {source.name} --data_dir=...` on a machine with internet access, "
-            "or train from a folder of images with image_dir (--image_dir)."
+            "or train from a folder of images with image_dir."
         ) from error
     return train, validation, info
 

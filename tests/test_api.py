@@ -1,0 +1,72 @@
+"""The public API: what ``import mfkeras`` offers, and that the light parts load without TensorFlow."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mfkeras
+from mfkeras.fusion import options
+
+
+def _modules_after(statement: str) -> set:
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import mfkeras",
+        "from mfkeras import FusionOptions, ModelConfig, presets, read_image, write_image",
+        "from mfkeras.fusion import FusionOptions, CONSISTENCY_MODES, REFINE_MODES, STACK_METHODS, "
+        "INFERENCE_DTYPES, QUANTIZATIONS, ALIGN_MODELS, ALIGN_METHODS",
+        "import mfkeras.io, mfkeras.network.zoo, mfkeras.network.config",
+    ],
+)
+def test_light_imports_load_no_tensorflow(statement):
+    loaded = _modules_after(statement)
+    assert not {"tensorflow", "keras"} & loaded, sorted({"tensorflow", "keras"} & loaded)
+
+
+def test_heavy_names_load_on_first_use():
+    loaded = _modules_after("import mfkeras\nmfkeras.fuse")
+    assert "tensorflow" in loaded and "mfkeras.fusion.pipeline" in loaded
+
+
+def test_public_names_are_the_library_objects():
+    from mfkeras.fusion.pipeline import fuse
+    from mfkeras.io.images import read_image
+    from mfkeras.network.config import PRESETS
+    from mfkeras.network.zoo import load_patch_model
+
+    assert mfkeras.fuse is fuse and mfkeras.read_image is read_image
+    assert mfkeras.load_model is load_patch_model and mfkeras.presets is PRESETS
+    assert {"li2018", "liu2017", "liu2017_single_fc"} <= set(mfkeras.presets)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        mfkeras.nothing_here  # noqa: B018
+
+
+def test_options_reject_values_outside_the_offered_choices():
+    for field, choices in [
+        ("consistency", options.CONSISTENCY_MODES),
+        ("refine", options.REFINE_MODES),
+        ("stack_method", options.STACK_METHODS),
+        ("inference_dtype", options.INFERENCE_DTYPES),
+    ]:
+        for choice in choices:
+            assert getattr(mfkeras.FusionOptions(**{field: choice}), field) == choice
+        with pytest.raises(ValueError, match=f"{field} must be one of"):
+            mfkeras.FusionOptions(**{field: "bogus"})
+
+
+def test_public_image_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    path = tmp_path / "frame.png"
+    mfkeras.write_image(str(path), sharp)
+    np.testing.assert_array_equal(mfkeras.read_image(str(path)), sharp)
