@@ -203,11 +203,30 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
         but holds exact copies (reshaped) of its weights.
     """
     config = config_from_model(patch_model)
-    branch = patch_model.get_layer(BRANCH_NAME)
     image_a = keras.Input((None, None, 1), name=IMAGE_A)
     image_b = keras.Input((None, None, 1), name=IMAGE_B)
+    fcn_branch, branch_weights, dilation = _rebuild_branch(patch_model.get_layer(BRANCH_NAME), dense)
+    head, head_weights = _rebuild_head(patch_model, config, dilation, dense)
+    weights = branch_weights + head_weights
+    suffix = "_dense" if dense else ""
+    model = keras.Model(
+        [image_a, image_b], head([fcn_branch(image_a), fcn_branch(image_b)]), name=f"{config.name}_fcn{suffix}"
+    )
+    for layer, values in weights:
+        layer.set_weights([np.asarray(v, dtype=np.float32) for v in values])
+    return ScoreNetwork(
+        model=model,
+        branch=fcn_branch,
+        head=head,
+        config=config,
+        stride=1 if dense else config.stride,
+        dense=dense,
+        receptive_field=_receptive_field(config),
+    )
 
-    # The branch, rebuilt on whole images; variables are shared by the two calls.
+
+def _rebuild_branch(branch: keras.Model, dense: bool):
+    """The branch on whole images; returns it, its (layer, weights) pairs and the final dilation."""
     branch_input = keras.Input((None, None, 1), name="image")
     x = branch_input
     dilation = 1
@@ -230,14 +249,18 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
                 dilation *= 2
             else:
                 x = keras.layers.MaxPooling2D(2, 2, padding=layer.padding, name=layer.name)(x)
-    fcn_branch = keras.Model(branch_input, x, name=BRANCH_NAME)
+    return keras.Model(branch_input, x, name=BRANCH_NAME), weights, dilation
 
+
+def _rebuild_head(patch_model: keras.Model, config: ModelConfig, dilation: int, dense: bool):
+    """The dense layers as window convolutions on two feature maps; returns the head and its weights."""
     features_a = keras.Input((None, None, config.feature_channels), name="features_a")
     features_b = keras.Input((None, None, config.feature_channels), name="features_b")
     features = keras.layers.Concatenate(axis=-1, name="concat")([features_a, features_b])
     dense_layers = [layer for layer in patch_model.layers if isinstance(layer, keras.layers.Dense)]
     size, channels = config.feature_size, 2 * config.feature_channels
     y = features
+    weights = []
     for index, layer in enumerate(dense_layers):
         kernel, bias = layer.get_weights()
         is_first, is_last = index == 0, index == len(dense_layers) - 1
@@ -264,23 +287,7 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
         # Floor pooling ignores the last rows of a window, so the a trous network also
         # scores offsets whose full window leaves the image; those are cut away.
         y = keras.layers.Cropping2D(((0, excess), (0, excess)), name="crop")(y)
-    head = keras.Model([features_a, features_b], y, name="head")
-    suffix = "_dense" if dense else ""
-    model = keras.Model(
-        [image_a, image_b], head([fcn_branch(image_a), fcn_branch(image_b)]), name=f"{config.name}_fcn{suffix}"
-    )
-    for layer, values in weights:
-        layer.set_weights([np.asarray(v, dtype=np.float32) for v in values])
-    return ScoreNetwork(
-        model=model,
-        branch=fcn_branch,
-        head=head,
-        config=config,
-        stride=1 if dense else config.stride,
-        dense=dense,
-        receptive_field=_receptive_field(config),
-    )
-
+    return keras.Model([features_a, features_b], y, name="head"), weights
 
 
 def score_map_flops(config: ModelConfig, height: int, width: int, dense: bool = False) -> int:
