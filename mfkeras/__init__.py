@@ -13,20 +13,18 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Public name -> (module, attribute).
-_PUBLIC = {
-    "fuse": ("mfkeras.fusion.pipeline", "fuse"),
-    "FusionOptions": ("mfkeras.fusion.options", "FusionOptions"),
-    "FusionResult": ("mfkeras.fusion.result", "FusionResult"),
-    "load_model": ("mfkeras.network.zoo", "load_patch_model"),
-    "available_models": ("mfkeras.network.zoo", "available_models"),
-    "read_image": ("mfkeras.io.images", "read_image"),
-    "write_image": ("mfkeras.io.images", "write_image"),
-    "ImageError": ("mfkeras.io.images", "ImageError"),
-    "ModelConfig": ("mfkeras.network.config", "ModelConfig"),
-    "presets": ("mfkeras.network.config", "PRESETS"),
-    "get_preset": ("mfkeras.network.config", "get_preset"),
+# Modules and the public names taken from them as they are.
+_PUBLIC_FROM = {
+    "mfkeras.fusion.pipeline": ("fuse",),
+    "mfkeras.fusion.options": ("FusionOptions",),
+    "mfkeras.fusion.result": ("FusionResult",),
+    "mfkeras.io.images": ("read_image", "write_image", "ImageError"),
+    "mfkeras.network.config": ("ModelConfig", "get_preset"),
+    "mfkeras.network.zoo": ("available_models",),
 }
+_PUBLIC = {name: (module, name) for module, names in _PUBLIC_FROM.items() for name in names}
+_PUBLIC["load_model"] = ("mfkeras.network.zoo", "load_patch_model")
+_PUBLIC["presets"] = ("mfkeras.network.config", "PRESETS")
 _SUBPACKAGES = ("baselines", "cli", "deploy", "evaluation", "fusion", "io", "network", "training")
 
 __all__ = sorted(_PUBLIC) + list(_SUBPACKAGES)
