@@ -106,6 +106,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == largest
 
 
+# Its one twin is mfkeras.deploy.saved_model.guided_filter (TensorFlow ops inside the SavedModel).
 def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """He et al.'s guided filter with box means over the in-image part of each window.
 
