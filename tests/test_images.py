@@ -1,4 +1,5 @@
 import os
+import stat
 
 import cv2
 import numpy as np
@@ -159,3 +160,17 @@ def test_infinite_float_input_is_refused_by_the_python_api():
     frame[3, 4] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
         fusion.validate_images([frame, np.zeros((20, 20), np.float32)])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umask_permissions(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = tmp_path / "out.png"
+        images.write_image(str(path), np.zeros((4, 4), np.uint8))
+        reference = tmp_path / "plain"
+        reference.write_bytes(b"")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []

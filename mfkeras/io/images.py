@@ -153,13 +153,27 @@ def encode_image(path: str, image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def _new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file under the current umask (0644 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_bytes_atomic(path: str, payload: bytes) -> None:
-    """Writes ``payload`` to a temporary file beside ``path``, then renames it into place."""
+    """Writes ``payload`` to a temporary file beside ``path``, then renames it into place.
+
+    The file gets the permissions any new file gets under the umask, not the
+    private mode of the temporary file.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
+            stream.flush()
+            os.fchmod(stream.fileno(), _new_file_mode())
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
