@@ -63,25 +63,26 @@ def main(argv):
             raise ValueError(f"Unexpected arguments (flags need --): {' '.join(argv[1:])}")
     with cli.clean_errors(PROGRAM):
         # Everything is checked before TensorFlow is imported: errors come fast and alone.
-        from mfkeras.evaluation import runner as evaluation
+        from mfkeras.evaluation import pairs as source_pairs
+        from mfkeras.evaluation import runner
         from mfkeras.io import images
         from mfkeras.evaluation import metrics
 
-        settings = _check_flags(evaluation, metrics)
-        pairs = evaluation.find_pairs(FLAGS.dataset_dir)
+        settings = _check_flags(metrics)
+        pairs = source_pairs.find_pairs(FLAGS.dataset_dir)
         if FLAGS.limit is not None:
             pairs = pairs[: FLAGS.limit]
         usable = [pair.name for pair in pairs if pair.ok]
         precomputed = {}
         for folder in settings["precomputed_dirs"]:
-            found = evaluation.find_precomputed(folder, usable)
+            found = source_pairs.find_precomputed(folder, usable)
             if not found:
                 raise images.ImageError(f"No fused images named <pair>_<METHOD>.* for the dataset's pairs in {folder}")
             clashes = sorted(set(found) & set(precomputed))
             if clashes:
                 raise ValueError(f"Methods {clashes} appear in more than one --precomputed_dir.")
             precomputed.update(found)
-        labels = [evaluation.validate_method_spec(spec) for spec in FLAGS.methods]
+        labels = [runner.validate_method_spec(spec) for spec in FLAGS.methods]
         clashes = sorted({label for label in labels + list(precomputed) if (labels + list(precomputed)).count(label) > 1})
         if clashes:
             raise ValueError(f"Method names must be unique. Received twice: {clashes}")
@@ -94,7 +95,7 @@ def main(argv):
         if FLAGS.save_fused:
             os.makedirs(fused_dir, exist_ok=True)
 
-        methods = [evaluation.resolve_method(spec) for spec in FLAGS.methods]
+        methods = [runner.resolve_method(spec) for spec in FLAGS.methods]
         kept = {}
 
         def on_fused(pair, method, fused):
@@ -104,7 +105,7 @@ def main(argv):
                 # PNG: exactly the pixels that were scored (after the JPEG round trip, if any).
                 images.write_image(os.path.join(fused_dir, f"{pair.name}_{method}.png"), fused)
 
-        rows = evaluation.evaluate(
+        rows = runner.evaluate(
             pairs,
             methods,
             precomputed,
@@ -113,10 +114,10 @@ def main(argv):
             progress=FLAGS.progress,
             on_fused=on_fused,
         )
-        _write_outputs(evaluation, images, rows, settings, labels, gallery_pair, kept)
+        _write_outputs(images, rows, settings, labels, gallery_pair, kept)
 
 
-def _check_flags(evaluation, metrics) -> dict:
+def _check_flags(metrics) -> dict:
     if not FLAGS.dataset_dir:
         raise ValueError("--dataset_dir is required.")
     if not os.path.isdir(FLAGS.dataset_dir):
@@ -181,13 +182,15 @@ def _protocol() -> str:
     return ours
 
 
-def _write_outputs(evaluation, images, rows, settings, labels, gallery_pair, kept):
+def _write_outputs(images, rows, settings, labels, gallery_pair, kept):
+    from mfkeras.evaluation import figures, report
+
     output_dir = FLAGS.output_dir
     metric_names = settings["metrics"]
-    means = evaluation.summarise(rows)
-    failures = evaluation.errors(rows)
+    means = report.summarise(rows)
+    failures = report.errors(rows)
     pairs_used = sorted({row["pair"] for row in rows if not row["error"]})
-    summary = evaluation.summary_markdown(
+    summary = report.summary_markdown(
         rows,
         metric_names,
         title=f"Evaluation on {FLAGS.dataset_dir}",
@@ -195,13 +198,13 @@ def _write_outputs(evaluation, images, rows, settings, labels, gallery_pair, kep
         rank_by=settings["rank_by"],
         ours=labels,
     )
-    images.write_bytes_atomic(os.path.join(output_dir, "per_pair.csv"), evaluation.rows_csv(rows))
+    images.write_bytes_atomic(os.path.join(output_dir, "per_pair.csv"), report.rows_csv(rows))
     images.write_bytes_atomic(os.path.join(output_dir, "summary.md"), summary.encode())
     written = ["per_pair.csv", "summary.md"]
     if means:
         images.write_bytes_atomic(
             os.path.join(output_dir, "bar_chart.png"),
-            evaluation.bar_chart_png(means, metric_names, highlight=labels if len(means) > 10 else ()),
+            figures.bar_chart_png(means, metric_names, highlight=labels if len(means) > 10 else ()),
         )
         written.append("bar_chart.png")
     if gallery_pair is not None and kept:
@@ -209,7 +212,7 @@ def _write_outputs(evaluation, images, rows, settings, labels, gallery_pair, kep
         shown = shown or kept  # Only precomputed methods: show those.
         name = f"gallery_{gallery_pair.name}.png"
         images.write_bytes_atomic(
-            os.path.join(output_dir, name), evaluation.gallery_png(gallery_pair, shown, settings["inset_box"])
+            os.path.join(output_dir, name), figures.gallery_png(gallery_pair, shown, settings["inset_box"])
         )
         written.append(name)
     run = {

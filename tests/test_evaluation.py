@@ -1,4 +1,4 @@
-"""mfkeras.evaluation.runner and the `mfkeras-evaluate` script, on tiny synthetic pairs."""
+"""mfkeras.evaluation pairs, runner, report and figures, and `mfkeras-evaluate`, on tiny synthetic pairs."""
 
 import csv
 import math
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from mfkeras.baselines import wavelets as baselines
-from mfkeras.evaluation import runner as evaluation
+from mfkeras.evaluation import figures, report, runner
+from mfkeras.evaluation import pairs as source_pairs
 from mfkeras.evaluation import metrics
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "evaluate.py"
@@ -54,7 +55,7 @@ def dataset(tmp_path):
 
 
 def test_find_pairs_both_naming_styles_and_skip_reasons(dataset):
-    pairs = {pair.name: pair for pair in evaluation.find_pairs(str(dataset))}
+    pairs = {pair.name: pair for pair in source_pairs.find_pairs(str(dataset))}
     assert sorted(pairs) == ["alpha", "beta", "lone", "size"]
     assert pairs["alpha"].ok and [Path(p).name for p in pairs["alpha"].paths] == ["alpha_A.png", "alpha_B.png"]
     assert pairs["beta"].ok and [Path(p).name for p in pairs["beta"].paths] == ["beta_1.png", "beta_2.png"]
@@ -76,14 +77,14 @@ def test_find_pairs_other_skip_reasons(tmp_path, files, reason):
     for name in files:
         gray = name.startswith("gray:")
         _write(tmp_path / name.removeprefix("gray:"), a[..., 0] if gray else a)
-    (pair,) = evaluation.find_pairs(str(tmp_path))
+    (pair,) = source_pairs.find_pairs(str(tmp_path))
     assert not pair.ok and pair.skip_reason.startswith(reason), pair.skip_reason
 
 
 def test_find_pairs_rejects_a_folder_without_pairs(tmp_path):
     _write(tmp_path / "image.png", _focus_pair(0)[0])
     with pytest.raises(ValueError, match="No source pairs"):
-        evaluation.find_pairs(str(tmp_path))
+        source_pairs.find_pairs(str(tmp_path))
 
 
 def test_find_precomputed_splits_method_names_with_underscores(tmp_path):
@@ -97,7 +98,7 @@ def test_find_precomputed_splits_method_names_with_underscores(tmp_path):
         "lytro_1_CNN.jpg",  # A pair name that only looks like one.
     ]:
         (tmp_path / name).write_bytes(b"")
-    found = evaluation.find_precomputed(str(tmp_path), ["lytro_01", "lytro_02", "lytro_1"])
+    found = source_pairs.find_precomputed(str(tmp_path), ["lytro_01", "lytro_02", "lytro_1"])
     assert {m: sorted(p) for m, p in found.items()} == {
         "CNN": ["lytro_01", "lytro_1"],
         "DCT_Corr": ["lytro_01"],
@@ -108,7 +109,7 @@ def test_find_precomputed_splits_method_names_with_underscores(tmp_path):
 
 def test_find_precomputed_prefers_the_longest_pair_name(tmp_path):
     (tmp_path / "scene_x_GFF.png").write_bytes(b"")
-    found = evaluation.find_precomputed(str(tmp_path), ["scene", "scene_x"])
+    found = source_pairs.find_precomputed(str(tmp_path), ["scene", "scene_x"])
     assert found == {"GFF": {"scene_x": str(tmp_path / "scene_x_GFF.png")}}
 
 
@@ -116,7 +117,7 @@ def test_find_precomputed_rejects_two_files_for_one_image(tmp_path):
     (tmp_path / "p_GFF.png").write_bytes(b"")
     (tmp_path / "p_GFF.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="Two fused images of method 'GFF' for pair 'p'"):
-        evaluation.find_precomputed(str(tmp_path), ["p"])
+        source_pairs.find_precomputed(str(tmp_path), ["p"])
 
 
 MEANS = {
@@ -127,7 +128,7 @@ MEANS = {
 
 
 def test_markdown_table_bolds_the_best_in_each_metrics_direction():
-    table = evaluation.markdown_table(MEANS, ["QABF", "CE"], show_time=True)
+    table = report.markdown_table(MEANS, ["QABF", "CE"], show_time=True)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert "**0.7500**" in rows["M2"] and "**0.7000**" not in rows["M1"]  # QABF: max.
     assert "**0.2000**" in rows["M3"] and "**0.3000**" not in rows["M1"]  # CE: min.
@@ -136,27 +137,27 @@ def test_markdown_table_bolds_the_best_in_each_metrics_direction():
 
 
 def test_markdown_table_bolds_ties():
-    table = evaluation.markdown_table({"a": {"EN": 7.0}, "b": {"EN": 7.00001}, "c": {"EN": 6.0}}, ["EN"])
+    table = report.markdown_table({"a": {"EN": 7.0}, "b": {"EN": 7.00001}, "c": {"EN": 6.0}}, ["EN"])
     assert table.count("**") == 4
 
 
 def test_rank_orders_by_direction_and_shares_ties():
-    assert [m for _, m, _ in evaluation.rank(MEANS, "QABF")] == ["M2", "M3", "M1"]
-    assert [m for _, m, _ in evaluation.rank(MEANS, "CE")] == ["M3", "M1", "M2"]
+    assert [m for _, m, _ in report.rank(MEANS, "QABF")] == ["M2", "M3", "M1"]
+    assert [m for _, m, _ in report.rank(MEANS, "CE")] == ["M3", "M1", "M2"]
     tied = {"a": {"NMI": 1.0}, "b": {"NMI": 1.0}, "c": {"NMI": 0.5}, "d": {"NMI": math.nan}}
-    assert [(r, m) for r, m, _ in evaluation.rank(tied, "NMI")] == [(1, "a"), (1, "b"), (3, "c"), (4, "d")]
+    assert [(r, m) for r, m, _ in report.rank(tied, "NMI")] == [(1, "a"), (1, "b"), (3, "c"), (4, "d")]
 
 
 @pytest.mark.parametrize("colour", [True, False])
 def test_jpeg_roundtrip_changes_the_image_but_keeps_shape_and_dtype(colour):
     image, _ = _focus_pair(2, colour)
-    decoded = evaluation.jpeg_roundtrip(image, quality=75)
+    decoded = runner.jpeg_roundtrip(image, quality=75)
     assert decoded.shape == image.shape and decoded.dtype == np.uint8
     assert not np.array_equal(decoded, image)
     error = np.abs(decoded.astype(float) - image).mean()
     assert 0 < error < 20
     # Higher quality is closer to the original.
-    assert np.abs(evaluation.jpeg_roundtrip(image, quality=95).astype(float) - image).mean() < error
+    assert np.abs(runner.jpeg_roundtrip(image, quality=95).astype(float) - image).mean() < error
 
 
 def test_jpeg_bytes_use_420_subsampling():
@@ -164,38 +165,38 @@ def test_jpeg_bytes_use_420_subsampling():
     import io
 
     image, _ = _focus_pair(2)
-    with Image.open(io.BytesIO(evaluation.jpeg_bytes(image, 75))) as jpeg:
+    with Image.open(io.BytesIO(runner.jpeg_bytes(image, 75))) as jpeg:
         assert JpegImagePlugin.get_sampling(jpeg) == 2  # PIL's code for 4:2:0.
 
 
 @pytest.mark.parametrize("quality", [0, 101, 75.5])
 def test_jpeg_rejects_bad_quality(quality):
     with pytest.raises(ValueError, match="quality"):
-        evaluation.jpeg_bytes(np.zeros((8, 8), np.uint8), quality)
+        runner.jpeg_bytes(np.zeros((8, 8), np.uint8), quality)
 
 
 @pytest.mark.parametrize("spec", ["wavelet", "mfkeras:", "liu_mat:model.keras", "DWT2"])
 def test_resolve_method_rejects_unknown_specs(spec):
     with pytest.raises(ValueError, match="Received|Unknown method"):
-        evaluation.resolve_method(spec)
+        runner.resolve_method(spec)
 
 
 def test_resolve_method_missing_model_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="No trained model"):
-        evaluation.resolve_method(f"mfkeras:{tmp_path / 'absent.keras'}")
+        runner.resolve_method(f"mfkeras:{tmp_path / 'absent.keras'}")
 
 
 def test_resolve_method_names_baselines():
-    method = evaluation.resolve_method("DTCWT")
+    method = runner.resolve_method("DTCWT")
     assert method.name == "DTCWT" and method.fuse is baselines.fuse_dtcwt
 
 
 def test_evaluate_matches_a_direct_metrics_call(dataset):
-    pairs = [p for p in evaluation.find_pairs(str(dataset)) if p.ok]
-    methods = [evaluation.resolve_method(name) for name in ("dwt", "lpt")]
+    pairs = [p for p in source_pairs.find_pairs(str(dataset)) if p.ok]
+    methods = [runner.resolve_method(name) for name in ("dwt", "lpt")]
     names = ["EN", "SF", "CE", "QABF", "NMI"]
     seen = []
-    rows = evaluation.evaluate(
+    rows = runner.evaluate(
         pairs, methods, None, names, progress=False, on_fused=lambda p, m, f: seen.append((p.name, m))
     )
     assert [(r["pair"], r["method"]) for r in rows] == [
@@ -212,40 +213,40 @@ def test_evaluate_matches_a_direct_metrics_call(dataset):
 
 
 def test_evaluate_scores_precomputed_images_as_stored_and_jpeg_only_ours(dataset, tmp_path_factory):
-    pairs = [p for p in evaluation.find_pairs(str(dataset)) if p.ok]
+    pairs = [p for p in source_pairs.find_pairs(str(dataset)) if p.ok]
     from mfkeras.io import images
 
     a, b = (images.read_image(path) for path in pairs[0].paths)
     published = tmp_path_factory.mktemp("published")
     stored = baselines.fuse_lpt([a, b])
     images.write_image(str(published / "alpha_LP_T.png"), stored)
-    precomputed = evaluation.find_precomputed(str(published), ["alpha", "beta"])
-    rows = evaluation.evaluate(
-        pairs[:1], [evaluation.resolve_method("lpt")], precomputed, ["QABF"], jpeg_quality=75, progress=False
+    precomputed = source_pairs.find_precomputed(str(published), ["alpha", "beta"])
+    rows = runner.evaluate(
+        pairs[:1], [runner.resolve_method("lpt")], precomputed, ["QABF"], jpeg_quality=75, progress=False
     )
     by_method = {row["method"]: row for row in rows}
     assert by_method["LP_T"]["QABF"] == pytest.approx(metrics.qabf(*map(metrics.to_metric_gray, (a, b, stored))))
     assert math.isnan(by_method["LP_T"]["time_s"])
-    jpeg = evaluation.jpeg_roundtrip(stored, 75)
+    jpeg = runner.jpeg_roundtrip(stored, 75)
     assert by_method["LPT"]["QABF"] == pytest.approx(metrics.qabf(*map(metrics.to_metric_gray, (a, b, jpeg))))
     assert by_method["LPT"]["QABF"] < by_method["LP_T"]["QABF"]
 
 
 def test_evaluate_completes_and_reports_broken_pairs_and_methods(dataset):
-    pairs = evaluation.find_pairs(str(dataset))
+    pairs = source_pairs.find_pairs(str(dataset))
     (dataset / "beta_2.png").write_bytes(b"corrupt")  # Broken after detection.
 
     def broken(images):
         raise RuntimeError("boom")
 
-    methods = [evaluation.resolve_method("dwt"), evaluation.Method("BROKEN", broken, "test")]
+    methods = [runner.resolve_method("dwt"), runner.Method("BROKEN", broken, "test")]
     with pytest.warns(UserWarning):
-        rows = evaluation.evaluate(pairs, methods, None, ["EN", "QABF"], progress=False)
-    failures = {(pair, method): reason for pair, method, reason in evaluation.errors(rows)}
+        rows = runner.evaluate(pairs, methods, None, ["EN", "QABF"], progress=False)
+    failures = {(pair, method): reason for pair, method, reason in report.errors(rows)}
     assert set(failures) == {("alpha", "BROKEN"), ("beta", ""), ("lone", ""), ("size", "")}
     assert failures[("alpha", "BROKEN")] == "RuntimeError: boom"
     assert "Not a readable image" in failures[("beta", "")]
-    means = evaluation.summarise(rows)
+    means = report.summarise(rows)
     assert list(means) == ["DWT"] and means["DWT"]["pairs"] == 1
 
 
@@ -253,19 +254,19 @@ def test_evaluate_gives_nan_with_a_warning_for_an_undefined_metric(tmp_path):
     flat = np.full((32, 32), 128, np.uint8)
     _write(tmp_path / "flat_A.png", flat)
     _write(tmp_path / "flat_B.png", flat)
-    constant = evaluation.Method("CONST", lambda images: images[0].copy(), "test")
+    constant = runner.Method("CONST", lambda images: images[0].copy(), "test")
     with pytest.warns(metrics.UndefinedMetricWarning, match="flat / CONST"):
-        rows = evaluation.evaluate(evaluation.find_pairs(str(tmp_path)), [constant], None, ["NMI", "SF"], progress=False)
+        rows = runner.evaluate(source_pairs.find_pairs(str(tmp_path)), [constant], None, ["NMI", "SF"], progress=False)
     assert math.isnan(rows[0]["NMI"]) and rows[0]["SF"] == 0.0 and rows[0]["error"] == ""
 
 
 def test_evaluate_rejects_unknown_metrics_and_clashing_names(dataset):
-    pairs = evaluation.find_pairs(str(dataset))
-    dwt = evaluation.resolve_method("dwt")
+    pairs = source_pairs.find_pairs(str(dataset))
+    dwt = runner.resolve_method("dwt")
     with pytest.raises(ValueError, match="Unknown metric names \\['IE'\\]"):
-        evaluation.evaluate(pairs, [dwt], None, ["IE"], progress=False)
+        runner.evaluate(pairs, [dwt], None, ["IE"], progress=False)
     with pytest.raises(ValueError, match="unique.*DWT"):
-        evaluation.evaluate(pairs, [dwt], {"DWT": {}}, ["EN"], progress=False)
+        runner.evaluate(pairs, [dwt], {"DWT": {}}, ["EN"], progress=False)
 
 
 def test_summarise_ignores_nan_pairs_and_csv_round_trips(tmp_path):
@@ -274,10 +275,10 @@ def test_summarise_ignores_nan_pairs_and_csv_round_trips(tmp_path):
         {"pair": "p2", "method": "M", "time_s": 3.0, "error": "", "QW": math.nan},
         {"pair": "p3", "method": "", "time_s": math.nan, "error": "missing partner", "QW": math.nan},
     ]
-    assert evaluation.summarise(rows) == {"M": {"pairs": 2, "time_s": 2.0, "QW": 0.5}}
+    assert report.summarise(rows) == {"M": {"pairs": 2, "time_s": 2.0, "QW": 0.5}}
     path = tmp_path / "rows.csv"
-    path.write_bytes(evaluation.rows_csv(rows))
-    back = evaluation.read_rows_csv(str(path))
+    path.write_bytes(report.rows_csv(rows))
+    back = report.read_rows_csv(str(path))
     assert back[0] == rows[0] and math.isnan(back[1]["QW"]) and back[2]["error"] == "missing partner"
 
 
@@ -287,7 +288,7 @@ def test_summary_markdown_separates_no_reference_metrics_and_states_the_protocol
         {"pair": "p", "method": "THEIRS", "time_s": math.nan, "error": "", "EN": 7.1, "QABF": 0.6},
         {"pair": "q", "method": "", "time_s": math.nan, "error": "missing partner", "EN": math.nan, "QABF": math.nan},
     ]
-    text = evaluation.summary_markdown(rows, ["EN", "QABF"], "T", "JPEG 75", rank_by=["QABF"], ours=["OURS"])
+    text = report.summary_markdown(rows, ["EN", "QABF"], "T", "JPEG 75", rank_by=["QABF"], ours=["OURS"])
     first, fusion = text.split("## Fusion metrics")[0], text.split("## Fusion metrics")[1].split("## Ranking")[0]
     assert "| EN ↑ |" in first and "QABF" not in first.split("| Method")[1]
     assert "| QABF ↑ | time_s ↓ |" in fusion and "**7.1000**" in first
@@ -296,15 +297,15 @@ def test_summary_markdown_separates_no_reference_metrics_and_states_the_protocol
 
 
 def test_bar_chart_and_gallery_are_pngs(dataset):
-    (pair,) = [p for p in evaluation.find_pairs(str(dataset)) if p.name == "alpha"]
+    (pair,) = [p for p in source_pairs.find_pairs(str(dataset)) if p.name == "alpha"]
     from mfkeras.io import images
 
     a, b = (images.read_image(path) for path in pair.paths)
     fused = {"DWT": baselines.fuse_dwt([a, b]), "LPT": baselines.fuse_lpt([a, b])}
     for payload in (
-        evaluation.bar_chart_png(MEANS, ["QABF", "CE"]),
-        evaluation.gallery_png(pair, fused, inset_box=(10, 20, 8, 8)),
-        evaluation.gallery_png(pair, fused),
+        figures.bar_chart_png(MEANS, ["QABF", "CE"]),
+        figures.gallery_png(pair, fused, inset_box=(10, 20, 8, 8)),
+        figures.gallery_png(pair, fused),
     ):
         assert payload.startswith(b"\x89PNG") and cv2.imdecode(np.frombuffer(payload, np.uint8), 1) is not None
 
@@ -312,20 +313,20 @@ def test_bar_chart_and_gallery_are_pngs(dataset):
 def test_draw_inset_magnifies_the_box_into_the_far_corner():
     image = np.zeros((60, 80), np.uint8)
     image[5:10, 5:10] = 200  # Inside the box at the top left.
-    picture = evaluation.draw_inset(image, (4, 4, 8, 8), zoom=3)
+    picture = figures.draw_inset(image, (4, 4, 8, 8), zoom=3)
     assert picture.shape == (60, 80, 3)
     inset = picture[60 - 24 - 1 : 59, 80 - 24 - 1 : 79]  # Bottom-right corner.
     assert (inset[6:15, 6:15] == 200).all()  # The bright square, 3x larger.
     assert tuple(picture[4, 4]) == (255, 0, 0)  # The source box is outlined in red.
     with pytest.raises(ValueError, match="inside the 60x80 image"):
-        evaluation.draw_inset(image, (55, 0, 8, 8))
+        figures.draw_inset(image, (55, 0, 8, 8))
 
 
 def test_choose_inset_box_finds_where_methods_differ():
     first = np.full((64, 64), 100, np.uint8)
     second = first.copy()
     second[40:48, 8:16] = 200
-    top, left, height, width = evaluation.choose_inset_box({"x": first, "y": second}, side=8)
+    top, left, height, width = figures.choose_inset_box({"x": first, "y": second}, side=8)
     assert (top, left, height, width) == (40, 8, 8, 8)
 
 
