@@ -38,8 +38,27 @@ def clean_errors(program: str):
     try:
         yield
     except (ValueError, OSError) as error:
-        print(f"{program}: error: {error}", file=sys.stderr)
+        print(f"{program}: error: {as_flags(str(error))}", file=sys.stderr)
         sys.exit(USAGE_EXIT_STATUS)
+
+
+# Library messages name parameters; on the command line they read as the flags that set them.
+PARAMETER_FLAGS = {
+    "pass overwrite=True": "pass --overwrite",
+    "try method='ecc'": "try --align_method=ecc",
+    "pass the path of a .keras file as spec": "pass a .keras file with --model",
+    "load the authors' released weights with load_liu2017_mat(path)":
+        "use the authors' released weights with --liu_mat path/to/cnnmodel.mat",
+    "Point data_dir at": "Point --data_dir at",
+    "with image_dir.": "with --image_dir.",
+}
+
+
+def as_flags(message: str) -> str:
+    """Rewrites the parameter names in a library message as command-line flags."""
+    for parameter, flag in PARAMETER_FLAGS.items():
+        message = message.replace(parameter, flag)
+    return message
 
 
 MIN_SIDE = 16

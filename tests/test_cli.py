@@ -52,3 +52,27 @@ def test_the_scripts_dtype_list_is_the_librarys():
     from mfkeras.network import precision
 
     assert cli.INFERENCE_DTYPES == precision.INFERENCE_DTYPES
+
+
+def test_every_translated_parameter_phrase_occurs_in_a_library_message():
+    import pathlib
+    import re
+
+    import mfkeras
+
+    source = "\n".join(p.read_text() for p in pathlib.Path(mfkeras.__file__).parent.rglob("*.py"))
+    source = re.sub(r'"\s*\n\s*f?"', "", source)  # adjacent string literals read as one
+    for parameter, flag in cli.PARAMETER_FLAGS.items():
+        assert parameter in source, parameter
+        assert flag.count("--") >= 1 and "--" not in parameter
+
+
+def test_library_messages_read_as_flags_on_the_command_line(tmp_path):
+    from mfkeras.io import images
+
+    existing = tmp_path / "fused.png"
+    existing.write_bytes(b"x")
+    with pytest.raises(images.ImageError) as caught:
+        images.check_output_path(str(existing))
+    assert "--" not in str(caught.value)
+    assert "pass --overwrite to replace it" in cli.as_flags(str(caught.value))
