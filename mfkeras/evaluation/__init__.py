@@ -1,0 +1,14 @@
+"""Evaluation: fusion metrics, datasets on disk, the methods x pairs run, reports and figures."""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submodules=["figures", "metrics", "pairs", "report", "runner"],
+    submod_attrs={
+        "pairs": ["IMAGE_EXTENSIONS", "Pair", "find_pairs", "find_precomputed"],
+        "runner": ["Method", "evaluate", "jpeg_roundtrip", "resolve_method"],
+        "report": ["markdown_table", "rank", "read_rows_csv", "rows_csv", "summarise", "summary_markdown"],
+        "figures": ["figure_png", "gallery_png", "png_bytes", "save_maps"],
+    },
+)

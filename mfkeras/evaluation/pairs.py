@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from mfkeras.io import images
+from mfkeras.io.images import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # The two naming styles of source pairs, as (first, second) suffix tags.
 SOURCE_TAGS = (("A", "B"), ("1", "2"))
 
