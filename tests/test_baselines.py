@@ -6,8 +6,9 @@ import pytest
 import pywt
 
 from mfkeras.baselines import wavelets as baselines
+from mfkeras.baselines import registry, selection
 
-METHODS = sorted(baselines.BASELINES)
+METHODS = sorted(registry.WAVELET_BASELINES)
 SEAM_BAND = 16
 BLUR_SIGMA = 2.5
 
@@ -48,7 +49,7 @@ def _mean_abs_error(image, reference):
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
 def test_fusing_an_image_with_itself_returns_it(method, shape, dtype):
     image = _convert(_textured(shape), dtype)
-    fused = baselines.get_baseline(method)([image, image])
+    fused = registry.get_baseline(method)([image, image])
     if np.issubdtype(dtype, np.integer):
         difference = np.abs(fused.astype(np.int64) - image.astype(np.int64))
         assert difference.max() <= 1
@@ -60,7 +61,7 @@ def test_fusing_an_image_with_itself_returns_it(method, shape, dtype):
 @pytest.mark.parametrize("method", METHODS)
 def test_fusing_a_float_image_of_any_range_with_itself_returns_it(method):
     image = _textured((40, 56, 3)) * 1000.0 - 300.0
-    fused = baselines.get_baseline(method)([image, image, image])
+    fused = registry.get_baseline(method)([image, image, image])
     np.testing.assert_allclose(fused, image, rtol=0, atol=1e-9)
 
 
@@ -69,7 +70,7 @@ def test_fusing_a_float_image_of_any_range_with_itself_returns_it(method):
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float16, np.float32, np.float64])
 def test_output_shape_and_dtype_match_inputs(method, shape, dtype):
     a, b = (_convert(image, dtype) for image in _focus_pair(_textured(shape)))
-    fused = baselines.get_baseline(method)([a, b])
+    fused = registry.get_baseline(method)([a, b])
     assert fused.shape == shape
     assert fused.dtype == dtype
 
@@ -79,7 +80,7 @@ def test_output_shape_and_dtype_match_inputs(method, shape, dtype):
 def test_fused_focus_pair_is_closer_to_the_sharp_image_than_either_source(method, shape):
     sharp = _textured(shape)
     a, b = _focus_pair(sharp)
-    fused = baselines.get_baseline(method)([a, b])
+    fused = registry.get_baseline(method)([a, b])
 
     error = _mean_abs_error(fused, sharp)
     assert error < 0.5 * min(_mean_abs_error(a, sharp), _mean_abs_error(b, sharp))
@@ -96,14 +97,14 @@ def test_fused_focus_pair_is_closer_to_the_sharp_image_than_either_source(method
 def test_fused_uint8_colour_pair_is_closer_to_the_sharp_image(method):
     sharp = _convert(_textured((80, 96, 3)), np.uint8)
     a, b = (_convert(image / 255.0, np.uint8) for image in _focus_pair(sharp.astype(np.float64)))
-    fused = baselines.get_baseline(method)([a, b])
+    fused = registry.get_baseline(method)([a, b])
     error = _mean_abs_error(fused, sharp)
     assert error < 0.5 * min(_mean_abs_error(a, sharp), _mean_abs_error(b, sharp))
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_choose_max_is_symmetric_in_the_sources(method):
-    fuse = baselines.get_baseline(method)
+    fuse = registry.get_baseline(method)
     sharp = _textured((64, 72, 3))
     a, b = _focus_pair(sharp)
     # Identical rows give exact ties in activity, which must not favour the first source.
@@ -125,7 +126,7 @@ def test_three_sources_each_sharp_in_one_third(method, channels):
         source = blurred.copy()
         source[:, 40 * third : 40 * (third + 1)] = sharp[:, 40 * third : 40 * (third + 1)]
         sources.append(source)
-    fuse = baselines.get_baseline(method)
+    fuse = registry.get_baseline(method)
 
     fused = fuse(sources)
 
@@ -141,7 +142,7 @@ def test_integer_output_is_rounded_and_clipped_not_wrapped(method):
     # Hard black/white squares: choose-max overshoots next to the edges.
     squares = np.kron(np.indices((6, 6)).sum(axis=0) % 2, np.ones((8, 8))) * 255.0
     a, b = _focus_pair(squares)
-    fuse = baselines.get_baseline(method)
+    fuse = registry.get_baseline(method)
     fused_float = fuse([a, b])
     assert fused_float.min() < -0.5 or fused_float.max() > 255.5  # Float output is unclipped.
 
@@ -161,7 +162,7 @@ def test_majority_filter_overrules_an_isolated_choice(consistency_check):
     band[0] = 2.0
     band[1] = 1.0
     band[1, 3, 3] = 50.0
-    fused = baselines._choose_max(band, window=1, consistency_check=consistency_check)
+    fused = selection.choose_max(band, window=1, consistency_check=consistency_check)
     expected = np.full((7, 7, 1), 2.0)
     if not consistency_check:
         expected[3, 3] = 50.0
@@ -175,7 +176,7 @@ def test_ties_do_not_favour_the_first_source():
     band = np.ones((2, 5, 5, 1))
     band[1, 2, 2] = 1.5
     for ordered in (band, band[::-1]):
-        fused = baselines._choose_max(ordered, window=1, consistency_check=True)
+        fused = selection.choose_max(ordered, window=1, consistency_check=True)
         assert fused[2, 2, 0] == 1.5
         assert np.all(np.delete(fused.ravel(), 12) == 1.0)
 
@@ -188,7 +189,7 @@ def test_window_activity_sums_magnitudes_over_the_neighbourhood(window, expected
     band[0] = 3.0
     band[1] = 1.0
     band[1, 2, 2] = -9.0
-    fused = baselines._choose_max(band, window=window, consistency_check=False)
+    fused = selection.choose_max(band, window=window, consistency_check=False)
     assert fused[2, 2, 0] == expected
 
 
@@ -197,7 +198,7 @@ def test_colour_channels_share_one_choice_per_coefficient():
     band = np.zeros((2, 4, 4, 3))
     band[0] = [2.0, 2.0, 2.0]
     band[1] = [5.0, 0.0, 0.0]
-    fused = baselines._choose_max(band, window=1, consistency_check=False)
+    fused = selection.choose_max(band, window=1, consistency_check=False)
     np.testing.assert_array_equal(fused, band[0])
 
 
@@ -250,14 +251,17 @@ def test_dtcwt_pads_odd_sizes_itself_so_dtcwt_logs_no_warning(caplog):
 
 
 def test_get_baseline_returns_each_function():
-    assert baselines.get_baseline("dwt") is baselines.fuse_dwt
-    assert baselines.get_baseline("lpt") is baselines.fuse_lpt
-    assert baselines.get_baseline("dtcwt") is baselines.fuse_dtcwt
+    assert registry.get_baseline("dwt") is baselines.fuse_dwt
+    assert registry.get_baseline("lpt") is baselines.fuse_lpt
+    assert registry.get_baseline("dtcwt") is baselines.fuse_dtcwt
 
 
 def test_get_baseline_rejects_unknown_names_listing_the_valid_ones():
-    with pytest.raises(ValueError, match=r"\['dtcwt', 'dwt', 'lpt'\]. Received: name='nsct'"):
-        baselines.get_baseline("nsct")
+    with pytest.raises(
+        ValueError,
+        match=r"\['dtcwt', 'dwt', 'lpt', 'nsct', 'nsst', 'pcnn'\]. Received: name='wavelet'",
+    ):
+        registry.get_baseline("wavelet")
 
 
 _GRAY = np.zeros((32, 32), np.float64)
@@ -330,7 +334,7 @@ _BAD_INPUTS = {
 def test_bad_input_raises_value_error_naming_it(method, case):
     images, params, message = _BAD_INPUTS[case]
     with pytest.raises(ValueError, match=message):
-        baselines.get_baseline(method)(images, **params)
+        registry.get_baseline(method)(images, **params)
 
 
 @pytest.mark.parametrize(
@@ -344,4 +348,4 @@ def test_bad_input_raises_value_error_naming_it(method, case):
 )
 def test_bad_method_parameters_raise_value_error(method, params, message):
     with pytest.raises(ValueError, match=message):
-        baselines.get_baseline(method)([_GRAY, _GRAY], **params)
+        registry.get_baseline(method)([_GRAY, _GRAY], **params)

@@ -51,7 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
-from mfkeras.baselines import wavelets as baselines
+from mfkeras.baselines import selection
 
 DEFAULT_LEVELS = 4
 DEFAULT_DIRECTIONS = (2, 3, 3, 4)
@@ -300,14 +300,14 @@ def fuse_choose_max(images, levels, directions, make_bank, window, consistency_c
 
     ``directions`` must already have passed ``check_transform_params``.
     """
-    stack, dtype, shape = baselines._validate_images(images)
-    baselines._validate_rule(levels, window)
+    stack, dtype, shape = selection.validate_sources(images)
+    selection.validate_rule(levels, window)
 
     def select(index, band):
-        return baselines._choose_max(band, window, consistency_check)
+        return selection.choose_max(band, window, consistency_check)
 
     fused = fuse_subbands(stack, levels, directions, make_bank, select)
-    return baselines._to_dtype(fused, dtype, shape)
+    return selection.to_dtype(fused, dtype, shape)
 
 
 def fuse_subbands(stack, levels, directions, make_bank, select) -> np.ndarray:

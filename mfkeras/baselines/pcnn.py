@@ -71,7 +71,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from mfkeras.baselines import wavelets as baselines
+from mfkeras.baselines import selection
 from mfkeras.baselines import nsct
 
 DEFAULT_LEVELS = 4
@@ -174,8 +174,8 @@ def fuse_pcnn(
             f"the fields of PCNNParams. Received: {sorted(pcnn_params)}"
         )
     params = PCNNParams(**pcnn_params)
-    stack, dtype, shape = baselines._validate_images(images)
-    baselines._validate_rule(levels, window)
+    stack, dtype, shape = selection.validate_sources(images)
+    selection.validate_rule(levels, window)
     height, width = shape[:2]
     (top, _), (left, _) = nsct.grid_padding((height, width), levels)
     interior = (slice(top, top + height), slice(left, left + width))
@@ -200,11 +200,11 @@ def fuse_pcnn(
     def select(index, band):
         band_scores = sf_maps[index]
         band_scores[(slice(None), *interior)] = scores[:, index]
-        weights = baselines._winner_weights(band_scores, tolerance=0.0)
+        weights = selection.winner_weights(band_scores, tolerance=0.0)
         return np.einsum("nhw,nhwc->hwc", weights, band)
 
     fused = nsct.fuse_subbands(stack, levels, directions, nsct.dfb_filter_bank, select)
-    return baselines._to_dtype(fused, dtype, shape)
+    return selection.to_dtype(fused, dtype, shape)
 
 
 def spatial_frequency(band: np.ndarray, window: int = 3) -> np.ndarray:

@@ -32,19 +32,16 @@ them yourself (e.g. to [0, 1]) if needed.
 from __future__ import annotations
 
 import functools
-import math
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import pywt
-from scipy import ndimage
 
-# Shortest image side accepted: one decomposition level of every method still fits.
-MIN_SIDE = 8
-# The coarsest pyramid / DT-CWT band keeps at least this many pixels on its short side.
-_MIN_TOP_SIDE = 4
+from mfkeras.baselines import selection
+from mfkeras.baselines.selection import MIN_SIDE  # noqa: F401  (re-exported)
+
 # Filters of the dtcwt package that reconstruct to rounding error. Left out: the "_bp"
 # variants, and qshift_32, whose round trip is off by ~1e-8.
 DTCWT_BIORTS = ("antonini", "legall", "near_sym_a", "near_sym_b")
@@ -78,8 +75,8 @@ def fuse_dwt(
     Returns:
         The fused image, with the inputs' shape and dtype.
     """
-    stack, dtype, shape = _validate_images(images)
-    _validate_rule(levels, window)
+    stack, dtype, shape = selection.validate_sources(images)
+    selection.validate_rule(levels, window)
     try:
         wavelet = pywt.Wavelet(wavelet)
     except (ValueError, TypeError) as error:
@@ -88,14 +85,14 @@ def fuse_dwt(
             f"pywt.wavelist(kind='discrete'). Received: wavelet={wavelet!r}"
         ) from error
     levels = max(1, min(levels, pywt.dwt_max_level(min(shape[:2]), wavelet.dec_len)))
-    fused = _fuse(
+    fused = selection.fuse_bands(
         stack,
         functools.partial(_dwt_decompose, wavelet=wavelet, levels=levels),
         functools.partial(_dwt_reconstruct, wavelet=wavelet, size=shape[:2]),
         window,
         consistency_check,
     )
-    return _to_dtype(fused, dtype, shape)
+    return selection.to_dtype(fused, dtype, shape)
 
 
 def fuse_lpt(
@@ -122,16 +119,16 @@ def fuse_lpt(
     Returns:
         The fused image, with the inputs' shape and dtype.
     """
-    stack, dtype, shape = _validate_images(images)
-    _validate_rule(levels, window)
-    fused = _fuse(
+    stack, dtype, shape = selection.validate_sources(images)
+    selection.validate_rule(levels, window)
+    fused = selection.fuse_bands(
         stack,
-        functools.partial(_lpt_decompose, levels=_cap_levels(levels, shape)),
+        functools.partial(_lpt_decompose, levels=selection.cap_levels(levels, shape)),
         _lpt_reconstruct,
         window,
         consistency_check,
     )
-    return _to_dtype(fused, dtype, shape)
+    return selection.to_dtype(fused, dtype, shape)
 
 
 def fuse_dtcwt(
@@ -163,164 +160,23 @@ def fuse_dtcwt(
     Returns:
         The fused image, with the inputs' shape and dtype.
     """
-    stack, dtype, shape = _validate_images(images)
-    _validate_rule(levels, window)
+    stack, dtype, shape = selection.validate_sources(images)
+    selection.validate_rule(levels, window)
     if biort not in DTCWT_BIORTS:
         raise ValueError(f"biort must be one of {DTCWT_BIORTS}. Received: biort={biort!r}")
     if qshift not in DTCWT_QSHIFTS:
         raise ValueError(f"qshift must be one of {DTCWT_QSHIFTS}. Received: qshift={qshift!r}")
     transform = _dtcwt_transform(biort, qshift)
-    fused = _fuse(
+    fused = selection.fuse_bands(
         stack,
         functools.partial(
-            _dtcwt_decompose, transform=transform, levels=_cap_levels(levels, shape)
+            _dtcwt_decompose, transform=transform, levels=selection.cap_levels(levels, shape)
         ),
         functools.partial(_dtcwt_reconstruct, transform=transform, size=shape[:2]),
         window,
         consistency_check,
     )
-    return _to_dtype(fused, dtype, shape)
-
-
-BASELINES: dict[str, Callable[..., np.ndarray]] = {
-    "dwt": fuse_dwt,
-    "lpt": fuse_lpt,
-    "dtcwt": fuse_dtcwt,
-}
-
-
-def get_baseline(name: str) -> Callable[..., np.ndarray]:
-    """Returns the fusion function of a classical baseline.
-
-    Args:
-        name: one of the keys of ``BASELINES``: ``"dwt"``, ``"lpt"`` or ``"dtcwt"``.
-
-    Returns:
-        The function, called as ``fuse(images, **params)``.
-    """
-    if name not in BASELINES:
-        raise ValueError(
-            f"Unknown baseline. Expected one of {sorted(BASELINES)}. Received: name={name!r}"
-        )
-    return BASELINES[name]
-
-
-# --- Validation and conversion ------------------------------------------------------------
-
-
-def _validate_images(images) -> tuple[np.ndarray, np.dtype, tuple]:
-    """Checks the sources; returns them as float64 (N, H, W, C), their dtype and shape."""
-    if isinstance(images, np.ndarray) or not isinstance(images, Sequence):
-        described = type(images).__name__
-        if isinstance(images, np.ndarray):
-            described += f" of shape {images.shape}"
-        raise ValueError(
-            "images must be a sequence (e.g. a list) of 2 or more images. "
-            f"Received: images of type {described}"
-        )
-    if len(images) < 2:
-        raise ValueError(f"Fusion needs at least 2 images. Received: {len(images)} image(s)")
-    arrays = [np.asarray(image) for image in images]
-    first = arrays[0]
-    for i, array in enumerate(arrays):
-        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
-            raise ValueError(
-                "Each image must be HxW (gray) or HxWx3 (colour). "
-                f"Received: images[{i}] of shape {array.shape}"
-            )
-        if array.dtype not in (np.uint8, np.uint16) and not np.issubdtype(
-            array.dtype, np.floating
-        ):
-            raise ValueError(
-                "Images must be uint8, uint16 or float. "
-                f"Received: images[{i}] of dtype {array.dtype}"
-            )
-        if array.shape != first.shape:
-            raise ValueError(
-                "All images must have the same shape. Received: images[0] of shape "
-                f"{first.shape} and images[{i}] of shape {array.shape}"
-            )
-        if array.dtype != first.dtype:
-            raise ValueError(
-                "All images must have the same dtype. Received: images[0] of dtype "
-                f"{first.dtype} and images[{i}] of dtype {array.dtype}"
-            )
-        if np.issubdtype(array.dtype, np.floating):
-            bad = array.size - np.count_nonzero(np.isfinite(array))
-            if bad:
-                raise ValueError(
-                    "Images must hold finite values. "
-                    f"Received: images[{i}] with {bad} NaN or infinite value(s)"
-                )
-    if min(first.shape[:2]) < MIN_SIDE:
-        raise ValueError(
-            f"Images must be at least {MIN_SIDE}x{MIN_SIDE} pixels. "
-            f"Received: images of shape {first.shape}"
-        )
-    stack = np.stack(arrays).astype(np.float64)
-    if first.ndim == 2:
-        stack = stack[..., np.newaxis]
-    return stack, first.dtype, first.shape
-
-
-def _validate_rule(levels, window) -> None:
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
-        raise ValueError(f"levels must be a positive integer. Received: levels={levels!r}")
-    if (
-        isinstance(window, bool)
-        or not isinstance(window, (int, np.integer))
-        or window < 1
-        or window % 2 == 0
-    ):
-        raise ValueError(f"window must be a positive odd integer. Received: window={window!r}")
-
-
-def _cap_levels(levels: int, shape: tuple) -> int:
-    """Caps pyramid levels so that the coarsest band keeps its short side >= 4 pixels."""
-    return max(1, min(levels, int(math.log2(min(shape[:2]) / _MIN_TOP_SIDE))))
-
-
-def _to_dtype(fused: np.ndarray, dtype: np.dtype, shape: tuple) -> np.ndarray:
-    fused = fused.reshape(shape)
-    if np.issubdtype(dtype, np.integer):
-        limits = np.iinfo(dtype)
-        return np.clip(np.rint(fused), limits.min, limits.max).astype(dtype)
-    return fused.astype(dtype)
-
-
-# --- The fusion rule ----------------------------------------------------------------------
-
-
-def _fuse(stack, decompose, reconstruct, window, consistency_check) -> np.ndarray:
-    """Fuses a (N, H, W, C) stack: mean of lowpass bands, choose-max on detail bands.
-
-    ``decompose`` maps the stack to ``(lowpass, bands)``, arrays with a leading source axis
-    and channels last; ``reconstruct`` maps one image's ``(lowpass, bands)`` back to
-    (H, W, C).
-    """
-    lowpass, bands = decompose(stack)
-    fused_bands = [_choose_max(band, window, consistency_check) for band in bands]
-    return reconstruct(lowpass.mean(axis=0), fused_bands)
-
-
-def _choose_max(band: np.ndarray, window: int, consistency_check: bool) -> np.ndarray:
-    """Fuses one detail band (N, h, w, C), real or complex, into (h, w, C)."""
-    activity = np.abs(band).sum(axis=-1)
-    if window > 1:
-        activity = ndimage.uniform_filter(activity, size=(1, window, window), mode="reflect")
-    weights = _winner_weights(activity, tolerance=0.0)
-    if consistency_check:
-        # Majority filter: each source's share of the 3x3 neighbourhood's votes. Votes of
-        # tied sources are fractional, so tolerate rounding when comparing the shares.
-        votes = ndimage.uniform_filter(weights, size=(1, 3, 3), mode="reflect")
-        weights = _winner_weights(votes, tolerance=1e-9)
-    return (weights[..., np.newaxis] * band).sum(axis=0)
-
-
-def _winner_weights(scores: np.ndarray, tolerance: float) -> np.ndarray:
-    """Weights (N, h, w): 1/k for the k sources tied for the highest score, else 0."""
-    is_best = scores >= scores.max(axis=0) - tolerance
-    return is_best / is_best.sum(axis=0)
+    return selection.to_dtype(fused, dtype, shape)
 
 
 # --- Discrete wavelet transform -----------------------------------------------------------

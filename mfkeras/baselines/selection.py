@@ -1,0 +1,138 @@
+"""The fusion rule and input checks shared by the transform-domain baselines.
+
+Used by ``mfkeras.baselines.wavelets``, ``nsct``, ``nsst`` and ``pcnn``: the lowpass band is
+the mean of the sources; each detail coefficient comes from the source with the highest
+windowed activity (choose-max), optionally followed by a 3x3 majority filter (consistency
+check). See ``mfkeras.baselines.wavelets`` for the full description.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+# Shortest image side accepted: one decomposition level of every method still fits.
+MIN_SIDE = 8
+# The coarsest pyramid / DT-CWT band keeps at least this many pixels on its short side.
+MIN_TOP_SIDE = 4
+
+
+# --- Validation and conversion ------------------------------------------------------------
+
+
+def validate_sources(images) -> tuple[np.ndarray, np.dtype, tuple]:
+    """Checks the sources; returns them as float64 (N, H, W, C), their dtype and shape."""
+    if isinstance(images, np.ndarray) or not isinstance(images, Sequence):
+        described = type(images).__name__
+        if isinstance(images, np.ndarray):
+            described += f" of shape {images.shape}"
+        raise ValueError(
+            "images must be a sequence (e.g. a list) of 2 or more images. "
+            f"Received: images of type {described}"
+        )
+    if len(images) < 2:
+        raise ValueError(f"Fusion needs at least 2 images. Received: {len(images)} image(s)")
+    arrays = [np.asarray(image) for image in images]
+    first = arrays[0]
+    for i, array in enumerate(arrays):
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+            raise ValueError(
+                "Each image must be HxW (gray) or HxWx3 (colour). "
+                f"Received: images[{i}] of shape {array.shape}"
+            )
+        if array.dtype not in (np.uint8, np.uint16) and not np.issubdtype(
+            array.dtype, np.floating
+        ):
+            raise ValueError(
+                "Images must be uint8, uint16 or float. "
+                f"Received: images[{i}] of dtype {array.dtype}"
+            )
+        if array.shape != first.shape:
+            raise ValueError(
+                "All images must have the same shape. Received: images[0] of shape "
+                f"{first.shape} and images[{i}] of shape {array.shape}"
+            )
+        if array.dtype != first.dtype:
+            raise ValueError(
+                "All images must have the same dtype. Received: images[0] of dtype "
+                f"{first.dtype} and images[{i}] of dtype {array.dtype}"
+            )
+        if np.issubdtype(array.dtype, np.floating):
+            bad = array.size - np.count_nonzero(np.isfinite(array))
+            if bad:
+                raise ValueError(
+                    "Images must hold finite values. "
+                    f"Received: images[{i}] with {bad} NaN or infinite value(s)"
+                )
+    if min(first.shape[:2]) < MIN_SIDE:
+        raise ValueError(
+            f"Images must be at least {MIN_SIDE}x{MIN_SIDE} pixels. "
+            f"Received: images of shape {first.shape}"
+        )
+    stack = np.stack(arrays).astype(np.float64)
+    if first.ndim == 2:
+        stack = stack[..., np.newaxis]
+    return stack, first.dtype, first.shape
+
+
+def validate_rule(levels, window) -> None:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise ValueError(f"levels must be a positive integer. Received: levels={levels!r}")
+    if (
+        isinstance(window, bool)
+        or not isinstance(window, (int, np.integer))
+        or window < 1
+        or window % 2 == 0
+    ):
+        raise ValueError(f"window must be a positive odd integer. Received: window={window!r}")
+
+
+def cap_levels(levels: int, shape: tuple) -> int:
+    """Caps pyramid levels so that the coarsest band keeps its short side >= 4 pixels."""
+    return max(1, min(levels, int(math.log2(min(shape[:2]) / MIN_TOP_SIDE))))
+
+
+def to_dtype(fused: np.ndarray, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    fused = fused.reshape(shape)
+    if np.issubdtype(dtype, np.integer):
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(fused), limits.min, limits.max).astype(dtype)
+    return fused.astype(dtype)
+
+
+# --- The fusion rule ----------------------------------------------------------------------
+
+
+def fuse_bands(stack, decompose, reconstruct, window, consistency_check) -> np.ndarray:
+    """Fuses a (N, H, W, C) stack: mean of lowpass bands, choose-max on detail bands.
+
+    ``decompose`` maps the stack to ``(lowpass, bands)``, arrays with a leading source axis
+    and channels last; ``reconstruct`` maps one image's ``(lowpass, bands)`` back to
+    (H, W, C).
+    """
+    lowpass, bands = decompose(stack)
+    fused_bands = [choose_max(band, window, consistency_check) for band in bands]
+    return reconstruct(lowpass.mean(axis=0), fused_bands)
+
+
+def choose_max(band: np.ndarray, window: int, consistency_check: bool) -> np.ndarray:
+    """Fuses one detail band (N, h, w, C), real or complex, into (h, w, C)."""
+    activity = np.abs(band).sum(axis=-1)
+    if window > 1:
+        activity = ndimage.uniform_filter(activity, size=(1, window, window), mode="reflect")
+    weights = winner_weights(activity, tolerance=0.0)
+    if consistency_check:
+        # Majority filter: each source's share of the 3x3 neighbourhood's votes. Votes of
+        # tied sources are fractional, so tolerate rounding when comparing the shares.
+        votes = ndimage.uniform_filter(weights, size=(1, 3, 3), mode="reflect")
+        weights = winner_weights(votes, tolerance=1e-9)
+    return (weights[..., np.newaxis] * band).sum(axis=0)
+
+
+def winner_weights(scores: np.ndarray, tolerance: float) -> np.ndarray:
+    """Weights (N, h, w): 1/k for the k sources tied for the highest score, else 0."""
+    is_best = scores >= scores.max(axis=0) - tolerance
+    return is_best / is_best.sum(axis=0)
