@@ -15,7 +15,6 @@ why, with NaN metrics, and is left out of the means.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import time
 import warnings
@@ -24,20 +23,15 @@ from typing import Callable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
+from mfkeras.baselines.registry import BASELINES
 from mfkeras.io import images
 from mfkeras.evaluation import metrics
 from mfkeras.evaluation.pairs import Pair
 from mfkeras.evaluation.report import TIME_COLUMN
 
 # Specs of the transform-domain comparators: name -> (module, function).
-TRANSFORM_METHODS = {
-    "dwt": ("mfkeras.baselines.wavelets", "fuse_dwt"),
-    "lpt": ("mfkeras.baselines.wavelets", "fuse_lpt"),
-    "dtcwt": ("mfkeras.baselines.wavelets", "fuse_dtcwt"),
-    "nsct": ("mfkeras.baselines.nsct", "fuse_nsct"),
-    "nsst": ("mfkeras.baselines.nsst", "fuse_nsst"),
-    "pcnn": ("mfkeras.baselines.pcnn", "fuse_pcnn"),
-}
+# The transform-domain baselines, by name (the one registry in mfkeras.baselines).
+TRANSFORM_METHODS = BASELINES
 MODEL_PREFIX = "mfkeras:"
 LIU_MAT_PREFIX = "liu_mat:"
 LIU_MAT_LABEL = "liu2017_released"
@@ -102,13 +96,7 @@ def resolve_method(spec: str) -> Method:
     label = validate_method_spec(spec)
     text = str(spec).strip()
     if text.lower() in TRANSFORM_METHODS:
-        module_name, function_name = TRANSFORM_METHODS[text.lower()]
-        try:
-            function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(
-                f"Method {text!r} needs {module_name}.{function_name}, which is not available: {error}"
-            ) from error
+        function = TRANSFORM_METHODS[text.lower()]
     else:
         from mfkeras import fusion
         from mfkeras.network import zoo
