@@ -29,7 +29,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from experiments import cli  # noqa: E402
+from mfkeras.cli import common as cli  # noqa: E402
 from mfkeras.evaluation import runner as evaluation  # noqa: E402
 from mfkeras.io import images
 

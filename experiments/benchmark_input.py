@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from experiments import cli
+from mfkeras.cli import common as cli
 
 _IMAGE_DIR = flags.DEFINE_string(
     "image_dir", str(Path(__file__).resolve().parents[2] / "shared/data/voc2012-train"), "Folder of training images."

@@ -31,7 +31,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
     from mfkeras.evaluation import metrics
 
-from experiments import cli  # noqa: E402
+from mfkeras.cli import common as cli  # noqa: E402
 _PAIR_DIR = flags.DEFINE_string(
     "pair_dir",
     str(REPO_ROOT.parent / "shared" / "data" / "lytro"),

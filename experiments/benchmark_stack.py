@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
 
-from experiments import cli  # noqa: E402
+from mfkeras.cli import common as cli  # noqa: E402
 
 flags.DEFINE_list("pair", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                            str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],

@@ -1,11 +1,11 @@
-"""Helpers every script shares (experiments/cli.py)."""
+"""Helpers every script shares (mfkeras/cli/common.py)."""
 
 import json
 import os
 
 import pytest
 
-from experiments import cli
+from mfkeras.cli import common as cli
 
 
 def test_write_json_creates_the_folder_and_accepts_a_bare_file_name(tmp_path, monkeypatch):

@@ -22,11 +22,7 @@ from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO_ROOT))
-
-from experiments import cli  # noqa: E402
+from mfkeras.cli import common as cli  # noqa: E402
 
 PROGRAM = "mfkeras-evaluate"
 OUTPUT_FILES = ("per_pair.csv", "summary.md", "bar_chart.png", "run.json")

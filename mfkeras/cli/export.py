@@ -29,11 +29,9 @@ from absl import flags, logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO_ROOT))
+from mfkeras.cli import common as cli  # noqa: E402
 
-from experiments import cli  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")  # mfkeras.deploy.tflite.QUANTIZATIONS, without TF
 

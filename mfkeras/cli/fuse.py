@@ -13,13 +13,11 @@ from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(REPO_ROOT))
+from mfkeras.cli import common as cli  # noqa: E402
 
-from experiments import cli  # noqa: E402
+from mfkeras.network import zoo as _zoo  # noqa: E402  (no TensorFlow)
 
-DEMO_INPUTS = [str(REPO_ROOT / "demo" / "demo_A.jpg"), str(REPO_ROOT / "demo" / "demo_B.jpg")]
+DEMO_INPUTS = [str(path) for path in _zoo.demo_pair()]
 DEMO_OUTPUT_DIR = "demo_output"
 
 flags.DEFINE_list("inputs", None, "Input images (paths or glob patterns), comma-separated.")

@@ -16,7 +16,7 @@ import os
 
 from absl import app, flags
 
-from experiments import cli
+from mfkeras.cli import common as cli
 from mfkeras.training import data
 from mfkeras.training import trainer as training
 from mfkeras.network.config import PRESETS, get_preset

@@ -6,11 +6,27 @@ import json
 import os
 from pathlib import Path
 
-SAVED_MODELS_DIR = Path(__file__).resolve().parents[2] / "saved_models"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def _data_dir(name: str) -> Path:
+    """The package-data copy (installed wheel) first, else the repository's top-level folder."""
+    packaged = PACKAGE_DIR / name
+    return packaged if packaged.is_dir() else REPO_DIR / name
+
+
+SAVED_MODELS_DIR = _data_dir("saved_models")
+DEMO_DIR = _data_dir("demo")
 MODEL_FILE = "patch_model.keras"
 CARD_FILE = "model_card.json"
 # The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
 DEFAULT_MODEL = "liu2017_single_fc"
+
+
+def demo_pair() -> tuple:
+    """Paths of the bundled demo pair (demo_A.jpg, demo_B.jpg)."""
+    return DEMO_DIR / "demo_A.jpg", DEMO_DIR / "demo_B.jpg"
 
 
 class ModelNotFoundError(FileNotFoundError):
