@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 import warnings
 from typing import Optional, Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfkeras.network.config import ModelConfig, get_preset
+from mfkeras.training.provenance import git_commit
 from mfkeras.training.data import DataSource, PairConfig, make_datasets
 from mfkeras.network.model import build_patch_model
 
@@ -340,18 +340,6 @@ def hardware_summary() -> dict:
         details = tf.config.experimental.get_device_details(device)
         gpus.append(details.get("device_name", device.name))
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()}
-
-
-def git_commit(directory: Optional[str] = None) -> Optional[str]:
-    """Returns ``git rev-parse HEAD`` of ``directory`` (default: this package), or None."""
-    directory = directory or os.path.dirname(os.path.abspath(__file__))
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
 
 
 def _strategy(distribution: str) -> tf.distribute.Strategy:
