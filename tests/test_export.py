@@ -386,17 +386,17 @@ def _script(*args, cwd):
     )
 
 
-def test_script_choices_match_the_library():
-    """The script repeats the choices to check flags before importing TensorFlow."""
+def test_script_choices_are_the_library_choices():
+    """The scripts take their choices from mfkeras.fusion.options instead of copying them."""
+    from mfkeras.cli import common
+    from mfkeras.cli import export as export_cli
     from mfkeras.deploy import tflite
+    from mfkeras.fusion import options
+    from mfkeras.network import precision
 
-    constants = {}
-    for path in (SCRIPT, SCRIPT.parent / "cli.py"):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-                if node.targets[0].id in ("QUANTIZATIONS", "INFERENCE_DTYPES"):
-                    constants[node.targets[0].id] = ast.literal_eval(node.value)
-    assert constants == {"QUANTIZATIONS": tflite.QUANTIZATIONS, "INFERENCE_DTYPES": export.INFERENCE_DTYPES}
+    assert export_cli.QUANTIZATIONS is tflite.QUANTIZATIONS is options.QUANTIZATIONS
+    assert common.INFERENCE_DTYPES is precision.INFERENCE_DTYPES is options.INFERENCE_DTYPES
+    assert common.REFINE_MODES is options.REFINE_MODES and common.STACK_METHODS is options.STACK_METHODS
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,16 @@ import tempfile
 import time
 
 USAGE_EXIT_STATUS = 2
-# mfkeras.network.precision.INFERENCE_DTYPES, repeated so that flags are checked before TensorFlow loads.
-INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# The choices come from mfkeras.fusion.options, which imports no TensorFlow: flags are checked first.
+from mfkeras.fusion.options import (  # noqa: E402
+    ALIGN_METHODS,
+    ALIGN_MODELS,
+    CONSISTENCY_MODES,
+    INFERENCE_DTYPES,
+    QUANTIZATIONS,
+    REFINE_MODES,
+    STACK_METHODS,
+)
 
 
 def parse_flags(argv):
@@ -103,9 +111,9 @@ def define_fusion_flags(flags) -> None:
     """Defines the flags shared by every script that fuses: model choice and FusionOptions."""
     flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
     flags.DEFINE_string("liu_mat", None, "Use the authors' released weights (cnnmodel.mat) instead.")
-    flags.DEFINE_enum("refine", "guided", ["guided", "dilate", "none"], "Decision-map refinement.")
+    flags.DEFINE_enum("refine", "guided", list(REFINE_MODES), "Decision-map refinement.")
     flags.DEFINE_enum(
-        "consistency", "remove_small", ["remove_small", "largest", "none"], "Consistency verification."
+        "consistency", "remove_small", list(CONSISTENCY_MODES), "Consistency verification."
     )
     flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
     flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")

@@ -33,7 +33,7 @@ from mfkeras.cli import common as cli  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-QUANTIZATIONS = ("float32", "float16", "dynamic_int8")  # mfkeras.deploy.tflite.QUANTIZATIONS, without TF
+QUANTIZATIONS = cli.QUANTIZATIONS
 
 flags.DEFINE_string("output_dir", None, "Directory to export into (the TensorFlow Serving model base path).")
 flags.DEFINE_integer("version", 1, "SavedModel version folder under --output_dir.")

@@ -24,12 +24,12 @@ flags.DEFINE_list("inputs", None, "Input images (paths or glob patterns), comma-
 flags.DEFINE_string("output", None, "Fused image to write (.png, .jpg, .tif, .bmp).")
 cli.define_fusion_flags(flags)
 flags.DEFINE_enum(
-    "stack_method", "joint", ["joint", "sequential"],
+    "stack_method", "joint", list(cli.STACK_METHODS),
     "Three or more inputs: joint O(N) scoring with one label map, or pairwise in sequence.",
 )
 flags.DEFINE_bool("align", False, "Register every frame to a reference frame first (handheld stacks).")
-flags.DEFINE_enum("align_model", "affine", ["affine", "homography"], "Motion model for --align.")
-flags.DEFINE_enum("align_method", "ecc", ["ecc", "features"], "ECC (sub-pixel) or ORB features + RANSAC.")
+flags.DEFINE_enum("align_model", "affine", list(cli.ALIGN_MODELS), "Motion model for --align.")
+flags.DEFINE_enum("align_method", "ecc", list(cli.ALIGN_METHODS), "ECC (sub-pixel) or ORB features + RANSAC.")
 flags.DEFINE_integer("reference_frame", None, "Reference frame index for --align (default: the middle one).")
 flags.DEFINE_float("memory_budget_mb", 2048, "Score in tiles sized so the network fits this budget.")
 flags.DEFINE_integer("max_tile_side", None, "Score in tiles of at most this many pixels a side.")

@@ -8,10 +8,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from mfkeras.fusion.options import ALIGN_METHODS
+from mfkeras.fusion.options import ALIGN_MODELS as MOTION_MODELS
 from mfkeras.io.color import to_gray
 
-MOTION_MODELS = ("affine", "homography")
-ALIGN_METHODS = ("ecc", "features")
 # ECC runs coarse to fine; the coarsest level has at most this many pixels a side.
 _COARSEST_SIDE = 256
 
