@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 USAGE_EXIT_STATUS = 2
@@ -143,13 +142,6 @@ def write_json(path, payload: dict) -> None:
     """Writes ``payload`` as JSON, creating the folder; atomic, so a failed run leaves no half file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    from mfkeras.io.images import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
