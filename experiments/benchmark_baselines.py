@@ -13,8 +13,6 @@ Usage:
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from mfkeras.cli import common as cli  # noqa: E402
 from mfkeras.evaluation import runner as evaluation  # noqa: E402
 from mfkeras.io import images
+from mfkeras.training import provenance  # noqa: E402
 
 PROGRAM = "benchmark_baselines"
 METHODS = ("nsct", "nsst", "pcnn", "dwt", "lpt", "dtcwt")
@@ -85,25 +84,6 @@ def time_method(fuse, sources, repeats: int) -> dict:
     }
 
 
-def machine() -> dict:
-    cpu_model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "processor": platform.processor(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments (flags need --): {' '.join(argv[1:])}")
@@ -122,7 +102,7 @@ def main(argv):
         "inputs": [str(path) for path in paths],
         "image_shape": list(sources[0].shape),
         "repeats": _REPEATS.value,
-        "machine": machine(),
+        "machine": provenance.describe_machine(load_average=True),
         "methods": {},
         "skipped": {},
     }

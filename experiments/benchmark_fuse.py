@@ -11,7 +11,6 @@ Examples:
 """
 
 import os
-import platform
 import resource
 import sys
 import time
@@ -25,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
 
 from mfkeras.cli import common as cli  # noqa: E402
+from mfkeras.training import provenance  # noqa: E402
 
 flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                              str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],
@@ -62,8 +62,6 @@ def main(argv):
     del argv
 
     with cli.clean_errors("benchmark_fuse"):
-        import tensorflow as tf
-
         from mfkeras import fusion
         from mfkeras.io import images
         from mfkeras.fusion import inference
@@ -79,11 +77,10 @@ def main(argv):
         options = fusion.FusionOptions(
             dense=FLAGS.dense, inference_dtype=FLAGS.inference_dtype, jit_compile=FLAGS.jit_compile
         )
-        gpus = tf.config.list_physical_devices("GPU")
+        machine = provenance.describe_machine(gpus=True)
         report = {
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpu_count": os.cpu_count()},
-            "gpus": [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus],
+            "machine": machine,
+            "gpus": machine["gpus"],
             "inputs": FLAGS.inputs, "shape": list(sources[0].shape), "dense": FLAGS.dense,
             "inference_dtype": FLAGS.inference_dtype, "jit_compile": FLAGS.jit_compile,
             "matmul_gflops": rate, "models": {},

@@ -71,8 +71,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import tensorflow as tf
 
-    from mfkeras.training import data
-    from mfkeras.training import trainer as training
+    from mfkeras.training import data, provenance
 
     pairs = data.make_datasets(
         data.ImageFolder(_IMAGE_DIR.value), data.PairConfig(), batch_size=_BATCH_SIZE.value
@@ -106,7 +105,7 @@ def main(argv):
             )
     result = {
         "batch_size": _BATCH_SIZE.value,
-        "hardware": training.hardware_summary(),
+        "hardware": provenance.describe_machine(gpus=True),
         "rows": rows,
         "pipeline_at_least_3x": all(row["headroom"] >= 3 for row in rows),
     }

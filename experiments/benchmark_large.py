@@ -10,7 +10,6 @@ Example:
 
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -24,6 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
 
 from mfkeras.cli import common as cli  # noqa: E402
+from mfkeras.training import provenance  # noqa: E402
 
 flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                              str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],
@@ -61,7 +61,7 @@ def main(argv):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         untiled = inference.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
         report = {
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+            "machine": provenance.describe_machine(),
             "model": model.name, "shape": list(result.fused.shape), "memory_budget_mb": FLAGS.memory_budget_mb,
             "tile_side": tile_side, "tiles": len(inference.plan_tiles(network, FLAGS.height, FLAGS.width, tile_side)),
             "seconds": seconds, "peak_rss_mb": peak, "rss_before_fusion_mb": rss_before,

@@ -13,7 +13,6 @@ Usage:
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     from mfkeras.evaluation import metrics
 
 from mfkeras.cli import common as cli  # noqa: E402
+from mfkeras.training import provenance  # noqa: E402
 _PAIR_DIR = flags.DEFINE_string(
     "pair_dir",
     str(REPO_ROOT.parent / "shared" / "data" / "lytro"),
@@ -58,16 +58,6 @@ def _read_rgb(path: Path) -> np.ndarray:
     if image is None:
         raise FileNotFoundError(f"Cannot read an image at {path}")
     return np.ascontiguousarray(image[..., ::-1])  # OpenCV decodes to BGR
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _time(function, repeats: int) -> dict:
@@ -137,7 +127,7 @@ def main(argv):
     fused = _read_rgb(Path(_FUSED.value))
     logging.info("Benchmarking %s with %s, %d repeats", _PAIR.value, _FUSED.value, _REPEATS.value)
 
-    load_before = os.getloadavg()
+    machine = provenance.describe_machine(load_average=True)
     result = benchmark(a, b, fused, _REPEATS.value)
     result["total"]["value"] = None  # the dict of values is in "metrics"
     result.update(
@@ -149,16 +139,10 @@ def main(argv):
         },
         image_shape=list(a.shape),
         machine={
-            "processor": platform.processor(),
-            "cpu_model": _cpu_model(),
-            "machine": platform.machine(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
+            **machine,
             "numpy": np.__version__,
             "opencv": cv2.__version__,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
+            "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
     )
     _print_table(result)

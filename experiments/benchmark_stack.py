@@ -12,7 +12,6 @@ Example:
 
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
 
 from mfkeras.cli import common as cli  # noqa: E402
+from mfkeras.training import provenance  # noqa: E402
 
 flags.DEFINE_list("pair", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                            str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],
@@ -77,7 +77,7 @@ def main(argv):
         joint_s = cli.median_seconds(lambda: fusion.fuse(frames, network, joint), FLAGS.repeats)
         seq_s = cli.median_seconds(lambda: fusion.fuse(frames, network, sequential), FLAGS.repeats)
         report = {
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+            "machine": provenance.describe_machine(),
             "model": model.name,
             "synthetic": {"frames": FLAGS.frames, "shape": list(pair[0].shape), "pair_s": pair_s,
                           "joint_s": joint_s, "sequential_s": seq_s,

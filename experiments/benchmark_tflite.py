@@ -11,7 +11,6 @@ Example:
 """
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO_ROOT))
 
 from mfkeras.cli import common as cli  # noqa: E402
+from mfkeras.training import provenance  # noqa: E402
 
 flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                              str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],
@@ -64,8 +64,7 @@ def main(argv):
         batch = [g[None, :, :, None] for g in gray]
         threads = FLAGS.threads or os.cpu_count()
         report = {
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+            "machine": provenance.describe_machine(load_average=True),
             "devices": [device.name for device in tf.config.list_physical_devices()],
             "gpu": [d.name for d in tf.config.list_physical_devices("GPU")]
             or "none visible: GPU not measured",
