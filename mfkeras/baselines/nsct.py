@@ -145,6 +145,7 @@ def nsct_reconstruct(coeffs: Coefficients) -> np.ndarray:
     return synthesize(coeffs, dfb_filter_bank, "nsct")
 
 
+# Its one twin is mfkeras.baselines.nsst.fuse_nsst (same signature, shearlet filter bank).
 def fuse_nsct(
     images: Sequence[np.ndarray],
     *,

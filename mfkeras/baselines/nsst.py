@@ -74,6 +74,8 @@ def nsst_reconstruct(coeffs: nsct.Coefficients) -> np.ndarray:
     return nsct.synthesize(coeffs, shear_filter_bank, "nsst")
 
 
+# Deliberate twin of mfkeras.baselines.nsct.fuse_nsct: the same signature and rule over the
+# shearlet filter bank, so that the registry can call either the same way.
 def fuse_nsst(
     images: Sequence[np.ndarray],
     *,

@@ -106,6 +106,20 @@ def to_dtype(fused: np.ndarray, dtype: np.dtype, shape: tuple) -> np.ndarray:
 # --- The fusion rule ----------------------------------------------------------------------
 
 
+def fuse_in_transform_domain(images, levels, window, consistency_check, make_transform):
+    """Checks the sources and the rule, fuses them with :func:`fuse_bands`, restores the dtype.
+
+    ``make_transform(shape)`` receives the sources' shape and returns the
+    ``(decompose, reconstruct)`` pair of one transform (it may raise ValueError for
+    its own parameters).
+    """
+    stack, dtype, shape = validate_sources(images)
+    validate_rule(levels, window)
+    decompose, reconstruct = make_transform(shape)
+    fused = fuse_bands(stack, decompose, reconstruct, window, consistency_check)
+    return to_dtype(fused, dtype, shape)
+
+
 def fuse_bands(stack, decompose, reconstruct, window, consistency_check) -> np.ndarray:
     """Fuses a (N, H, W, C) stack: mean of lowpass bands, choose-max on detail bands.
 

@@ -75,24 +75,22 @@ def fuse_dwt(
     Returns:
         The fused image, with the inputs' shape and dtype.
     """
-    stack, dtype, shape = selection.validate_sources(images)
-    selection.validate_rule(levels, window)
-    try:
-        wavelet = pywt.Wavelet(wavelet)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            "wavelet must name a discrete wavelet of PyWavelets, see "
-            f"pywt.wavelist(kind='discrete'). Received: wavelet={wavelet!r}"
-        ) from error
-    levels = max(1, min(levels, pywt.dwt_max_level(min(shape[:2]), wavelet.dec_len)))
-    fused = selection.fuse_bands(
-        stack,
-        functools.partial(_dwt_decompose, wavelet=wavelet, levels=levels),
-        functools.partial(_dwt_reconstruct, wavelet=wavelet, size=shape[:2]),
-        window,
-        consistency_check,
-    )
-    return selection.to_dtype(fused, dtype, shape)
+
+    def transform(shape):
+        try:
+            discrete = pywt.Wavelet(wavelet)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "wavelet must name a discrete wavelet of PyWavelets, see "
+                f"pywt.wavelist(kind='discrete'). Received: wavelet={wavelet!r}"
+            ) from error
+        capped = max(1, min(levels, pywt.dwt_max_level(min(shape[:2]), discrete.dec_len)))
+        return (
+            functools.partial(_dwt_decompose, wavelet=discrete, levels=capped),
+            functools.partial(_dwt_reconstruct, wavelet=discrete, size=shape[:2]),
+        )
+
+    return selection.fuse_in_transform_domain(images, levels, window, consistency_check, transform)
 
 
 def fuse_lpt(
@@ -112,23 +110,18 @@ def fuse_lpt(
             uint16 or all float.
         levels: number of Laplacian levels; capped so that the top level keeps at least 4
             pixels on its short side.
-        window: odd side of the window over which |coefficient| is summed to measure
-            activity; 1 compares single coefficients.
-        consistency_check: whether to apply the 3x3 majority filter to selection maps.
+        window, consistency_check: the selection rule, as in :func:`fuse_dwt`.
 
     Returns:
         The fused image, with the inputs' shape and dtype.
     """
-    stack, dtype, shape = selection.validate_sources(images)
-    selection.validate_rule(levels, window)
-    fused = selection.fuse_bands(
-        stack,
-        functools.partial(_lpt_decompose, levels=selection.cap_levels(levels, shape)),
-        _lpt_reconstruct,
-        window,
-        consistency_check,
-    )
-    return selection.to_dtype(fused, dtype, shape)
+
+    def transform(shape):
+        return functools.partial(_lpt_decompose, levels=selection.cap_levels(levels, shape)), (
+            _lpt_reconstruct
+        )
+
+    return selection.fuse_in_transform_domain(images, levels, window, consistency_check, transform)
 
 
 def fuse_dtcwt(
@@ -153,30 +146,28 @@ def fuse_dtcwt(
             pixels on its short side.
         biort: level-1 filters, one of ``DTCWT_BIORTS``.
         qshift: filters of the other levels, one of ``DTCWT_QSHIFTS``.
-        window: odd side of the window over which |coefficient| is summed to measure
-            activity; 1 compares single coefficients.
-        consistency_check: whether to apply the 3x3 majority filter to selection maps.
+        window, consistency_check: the selection rule, as in :func:`fuse_dwt`.
 
     Returns:
         The fused image, with the inputs' shape and dtype.
     """
-    stack, dtype, shape = selection.validate_sources(images)
-    selection.validate_rule(levels, window)
-    if biort not in DTCWT_BIORTS:
-        raise ValueError(f"biort must be one of {DTCWT_BIORTS}. Received: biort={biort!r}")
-    if qshift not in DTCWT_QSHIFTS:
-        raise ValueError(f"qshift must be one of {DTCWT_QSHIFTS}. Received: qshift={qshift!r}")
-    transform = _dtcwt_transform(biort, qshift)
-    fused = selection.fuse_bands(
-        stack,
-        functools.partial(
-            _dtcwt_decompose, transform=transform, levels=selection.cap_levels(levels, shape)
-        ),
-        functools.partial(_dtcwt_reconstruct, transform=transform, size=shape[:2]),
-        window,
-        consistency_check,
-    )
-    return selection.to_dtype(fused, dtype, shape)
+
+    def transform(shape):
+        if biort not in DTCWT_BIORTS:
+            raise ValueError(f"biort must be one of {DTCWT_BIORTS}. Received: biort={biort!r}")
+        if qshift not in DTCWT_QSHIFTS:
+            raise ValueError(
+                f"qshift must be one of {DTCWT_QSHIFTS}. Received: qshift={qshift!r}"
+            )
+        dual_tree = _dtcwt_transform(biort, qshift)
+        return (
+            functools.partial(
+                _dtcwt_decompose, transform=dual_tree, levels=selection.cap_levels(levels, shape)
+            ),
+            functools.partial(_dtcwt_reconstruct, transform=dual_tree, size=shape[:2]),
+        )
+
+    return selection.fuse_in_transform_domain(images, levels, window, consistency_check, transform)
 
 
 # --- Discrete wavelet transform -----------------------------------------------------------

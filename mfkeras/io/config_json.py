@@ -30,3 +30,13 @@ class JsonConfig:
     def from_json(cls, text: str):
         """Builds a config from :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))
+
+
+def lookup(table: dict, name: str, kind: str):
+    """Returns ``table[name]``, or raises a ValueError naming the ``kind`` and the choices.
+
+    Shared by the named registries (model presets, training recipes).
+    """
+    if name not in table:
+        raise ValueError(f"Unknown {kind}. Expected one of {sorted(table)}. Received: {name!r}")
+    return table[name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Union
 
-from mfkeras.io.config_json import JsonConfig
+from mfkeras.io.config_json import JsonConfig, lookup
 
 POOL = "pool"
 PADDINGS = ("same", "valid")
@@ -124,14 +124,5 @@ PRESETS = {
 
 
 def get_preset(name: str) -> ModelConfig:
-    """Returns the named preset config.
-
-    Args:
-        name: one of ``PRESETS``.
-
-    Returns:
-        The frozen :class:`ModelConfig`.
-    """
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset. Expected one of {sorted(PRESETS)}. Received: {name!r}")
-    return PRESETS[name]
+    """Returns the frozen :class:`ModelConfig` ``PRESETS[name]`` (ValueError names the choices)."""
+    return lookup(PRESETS, name, "preset")

@@ -23,7 +23,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import time
 import warnings
 from typing import Optional, Sequence
@@ -32,8 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mfkeras.io.config_json import JsonConfig, lookup
 from mfkeras.network.config import ModelConfig, get_preset
-from mfkeras.training.provenance import git_commit
+from mfkeras.training.provenance import describe_machine, git_commit
 from mfkeras.training.data import DataSource, PairConfig, make_datasets
 from mfkeras.network.model import build_patch_model
 
@@ -45,7 +45,7 @@ BEST_CHECKPOINT = os.path.join("checkpoints", "best.keras")
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class Recipe(JsonConfig):
     """The optimisation recipe (Caffe solver numbers).
 
     Attributes:
@@ -85,23 +85,6 @@ class Recipe:
         """Base learning rate at ``iteration`` under the "step" policy."""
         return self.base_lr * self.gamma ** (iteration // self.step_size)
 
-    def to_dict(self) -> dict:
-        """Returns the recipe as plain JSON-serialisable types."""
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        """Serialises the recipe to a JSON string."""
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Recipe":
-        """Builds a recipe from :meth:`to_dict` output."""
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Recipe":
-        """Builds a recipe from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
 
 
 RECIPES = {
@@ -119,21 +102,12 @@ RECIPES = {
 
 
 def get_recipe(name: str) -> Recipe:
-    """Returns the named recipe.
-
-    Args:
-        name: one of ``RECIPES``.
-
-    Returns:
-        The frozen :class:`Recipe`.
-    """
-    if name not in RECIPES:
-        raise ValueError(f"Unknown recipe. Expected one of {sorted(RECIPES)}. Received: {name!r}")
-    return RECIPES[name]
+    """Returns the frozen :class:`Recipe` ``RECIPES[name]`` (ValueError names the choices)."""
+    return lookup(RECIPES, name, "recipe")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything about a training run except the architecture and the data source.
 
     Attributes:
@@ -177,10 +151,6 @@ class TrainConfig:
             "precision": self.precision,
         }
 
-    def to_json(self) -> str:
-        """Serialises the config to a JSON string."""
-        return json.dumps(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """Builds a config from :meth:`to_dict` output."""
@@ -188,11 +158,6 @@ class TrainConfig:
         data["recipe"] = Recipe.from_dict(data["recipe"])
         data["data"] = PairConfig.from_dict(data["data"])
         return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        """Builds a config from :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
 
 
 @keras.saving.register_keras_serializable(package="mfkeras")
@@ -324,24 +289,6 @@ def pair_accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
     return correct / total
 
 
-def hardware_summary() -> dict:
-    """Describes the machine: CPU, core count and visible GPUs."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpus = []
-    for device in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(device)
-        gpus.append(details.get("device_name", device.name))
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()}
-
-
 def _strategy(distribution: str) -> tf.distribute.Strategy:
     if distribution == "default":
         return tf.distribute.get_strategy()
@@ -410,59 +357,97 @@ def train(
             f"model patch_size={model_config.patch_size}, "
             f"data patch_size={train_config.data.patch_size}"
         )
-    recipe = train_config.recipe
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "train_config.json"), "w") as f:
-        json.dump(
-            {"model": model_config.to_dict(), "train": train_config.to_dict(),
-             "data_source": data_source.to_dict()},
-            f,
-            indent=2,
-        )
+    _write_json(
+        os.path.join(output_dir, "train_config.json"),
+        {"model": model_config.to_dict(), "train": train_config.to_dict(),
+         "data_source": data_source.to_dict()},
+    )
     start = time.time()
     keras.utils.set_random_seed(train_config.seed)
     strategy = _strategy(distribution)
     pairs = make_datasets(
-        data_source, train_config.data, batch_size=recipe.batch_size, seed=train_config.seed
+        data_source, train_config.data, batch_size=train_config.recipe.batch_size,
+        seed=train_config.seed,
     )
+    patch_model, fit_logs = _fit(
+        model_config, train_config, pairs, strategy, distribution, output_dir, verbose, callbacks
+    )
+    wall_time = time.time() - start
+
+    shipped = clean_copy(patch_model, model_config)
+    result = {
+        "model": model_config.name,
+        "recipe": train_config.recipe.name,
+        **fit_logs,
+        **_held_out_accuracies(shipped, pairs, data_source, train_config),
+        "validation_pairs": pairs.num_validation_pairs,
+        "wall_time_s": wall_time,
+    }
+    if export_dir:
+        machine = {**describe_machine(gpus=True), "precision": train_config.precision,
+                   "distribution": distribution, "replicas": strategy.num_replicas_in_sync}
+        card = _model_card(model_config, train_config, pairs, result, machine)
+        result["export"] = export_model(shipped, export_dir, card)
+    _write_json(os.path.join(output_dir, "result.json"), result)
+    return result
+
+
+def _write_json(path: str, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+def _fit_callbacks(output_dir: str, extra: Sequence[keras.callbacks.Callback]) -> list:
+    """Backup (resume), best checkpoint, CSV history and, if installed, TensorBoard."""
+    csv_path = os.path.join(output_dir, "history.csv")
+    best_path = os.path.join(output_dir, BEST_CHECKPOINT)
+    os.makedirs(os.path.dirname(best_path), exist_ok=True)
+    fit_callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(
+            best_path,
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=_best_logged(csv_path),
+        ),
+        keras.callbacks.CSVLogger(csv_path, append=True),
+        *extra,
+    ]
+    if _tensorboard_installed():
+        fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
+    else:
+        warnings.warn("The tensorboard package is not installed: no TensorBoard logs.")
+    return fit_callbacks
+
+
+def _fit(model_config, train_config, pairs, strategy, distribution, output_dir, verbose,
+         callbacks) -> tuple:
+    """Builds and fits the model under the run's precision; loads the best checkpoint.
+
+    Returns:
+        ``(patch_model, logs)``: the trained patch model and the iteration count,
+        best logged validation accuracy and last epoch's logs.
+    """
     train_data = pairs.train
     if distribution == "multi_worker":
         options = tf.data.Options()
         shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         options.experimental_distribute.auto_shard_policy = shard_policy
         train_data = train_data.with_options(options)
-
+    best_path = os.path.join(output_dir, BEST_CHECKPOINT)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(train_config.precision)
     try:
         with strategy.scope():
-            patch_model, training_model = build_training_model(model_config, recipe)
-        csv_path = os.path.join(output_dir, "history.csv")
-        best_path = os.path.join(output_dir, BEST_CHECKPOINT)
-        os.makedirs(os.path.dirname(best_path), exist_ok=True)
-        fit_callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
-            keras.callbacks.ModelCheckpoint(
-                best_path,
-                monitor="val_accuracy",
-                mode="max",
-                save_best_only=True,
-                initial_value_threshold=_best_logged(csv_path),
-            ),
-            keras.callbacks.CSVLogger(csv_path, append=True),
-            *callbacks,
-        ]
-        if _tensorboard_installed():
-            tensorboard_dir = os.path.join(output_dir, "tensorboard")
-            fit_callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
-        else:
-            warnings.warn("The tensorboard package is not installed: no TensorBoard logs.")
+            patch_model, training_model = build_training_model(model_config, train_config.recipe)
         history = training_model.fit(
             train_data,
             epochs=train_config.epochs,
             steps_per_epoch=train_config.validation_interval,
             validation_data=pairs.validation,
-            callbacks=fit_callbacks,
+            callbacks=_fit_callbacks(output_dir, callbacks),
             verbose=verbose,
             shuffle=False,  # the stream is already shuffled
         )
@@ -471,54 +456,45 @@ def train(
             training_model.load_weights(best_path)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    wall_time = time.time() - start
-
-    shipped = clean_copy(patch_model, model_config)
-    accuracy = pair_accuracy(shipped, pairs.validation)
-    result = {
-        "model": model_config.name,
-        "recipe": recipe.name,
+    return patch_model, {
         "iterations": iterations,
-        "held_out_pair_accuracy": accuracy,
-        "validation_pairs": pairs.num_validation_pairs,
-        "best_val_accuracy_logged": _best_logged(csv_path),
+        "best_val_accuracy_logged": _best_logged(os.path.join(output_dir, "history.csv")),
         "final_epoch_logs": {k: float(v[-1]) for k, v in history.history.items() if v},
-        "wall_time_s": wall_time,
     }
+
+
+def _held_out_accuracies(shipped, pairs, data_source, train_config) -> dict:
+    """Held-out pair accuracy; with ``min_std`` > 0 also over all patches, flat ones kept."""
+    accuracies = {"held_out_pair_accuracy": pair_accuracy(shipped, pairs.validation)}
     if train_config.data.min_std > 0:
-        # The same held-out images without dropping flat patches, for comparison.
         unfiltered = dataclasses.replace(train_config.data, min_std=0.0)
         all_pairs = make_datasets(
-            data_source, unfiltered, batch_size=recipe.batch_size, seed=train_config.seed
+            data_source, unfiltered, batch_size=train_config.recipe.batch_size,
+            seed=train_config.seed,
         )
-        result["held_out_pair_accuracy_all_patches"] = pair_accuracy(shipped, all_pairs.validation)
-    if export_dir:
-        result["export"] = export_model(
-            shipped,
-            export_dir,
-            {
-                "preset": model_config.name,
-                "model_config": model_config.to_dict(),
-                "recipe": recipe.to_dict(),
-                "train_config": train_config.to_dict(),
-                "data": pairs.description,
-                "steps": iterations,
-                "held_out_pair_accuracy": accuracy,
-                "held_out_pair_accuracy_all_patches": result.get(
-                    "held_out_pair_accuracy_all_patches"
-                ),
-                "lytro": None,
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "commit": git_commit(),
-                "hardware": {**hardware_summary(), "precision": train_config.precision,
-                             "distribution": distribution,
-                             "replicas": strategy.num_replicas_in_sync},
-                "training_wall_time_s": wall_time,
-            },
+        accuracies["held_out_pair_accuracy_all_patches"] = pair_accuracy(
+            shipped, all_pairs.validation
         )
-    with open(os.path.join(output_dir, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+    return accuracies
+
+
+def _model_card(model_config, train_config, pairs, result, machine) -> dict:
+    """The model card fields of a finished run (see :func:`export_model`)."""
+    return {
+        "preset": model_config.name,
+        "model_config": model_config.to_dict(),
+        "recipe": train_config.recipe.to_dict(),
+        "train_config": train_config.to_dict(),
+        "data": pairs.description,
+        "steps": result["iterations"],
+        "held_out_pair_accuracy": result["held_out_pair_accuracy"],
+        "held_out_pair_accuracy_all_patches": result.get("held_out_pair_accuracy_all_patches"),
+        "lytro": None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "hardware": machine,
+        "training_wall_time_s": result["wall_time_s"],
+    }
 
 
 def export_model(patch_model: keras.Model, export_dir: str, card: dict) -> dict:
