@@ -56,7 +56,6 @@ def main(argv):
 
         from mfkeras.deploy import saved_model as export
         from mfkeras import fusion
-        from mfkeras.fusion import inference
         from mfkeras.deploy import tflite
 
         network = fusion.as_score_network(zoo.load_patch_model(model_path))
@@ -94,12 +93,9 @@ def main(argv):
             interpreter = tflite.make_interpreter(
                 tflite.convert(network, quantization, tile_size=tile_size), num_threads=threads
             )
-            if tile_size is None:
-                label = f"tflite_{quantization}"
-                run = lambda: tflite.score_map(interpreter, *gray)  # noqa: E731
-            else:
-                label = f"tflite_tile{tile_size}_{quantization}"
-                run = lambda: tflite.tiled_score_map(interpreter, network, *gray)  # noqa: E731
+            tiling = "" if tile_size is None else f"tile{tile_size}_"
+            label = f"tflite_{tiling}{quantization}"
+            run = lambda: tflite.run_score_map(interpreter, network, *gray, tile_size)  # noqa: E731
             seconds[label] = cli.median_seconds(run, FLAGS.repeats)
             report["max_abs_diff_vs_tf_float32"][label] = float(np.abs(run() - reference).max())
             print(f"{label:28s} {seconds[label]:.3f} s")

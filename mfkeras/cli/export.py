@@ -18,11 +18,7 @@ Example:
   docker run -p 8501:8501 -v "$PWD/exported/mfkeras:/models/mfkeras" -e MODEL_NAME=mfkeras tensorflow/serving
 """
 
-import dataclasses
-import glob
 import os
-import sys
-import time
 from pathlib import Path
 
 from absl import flags, logging
@@ -56,19 +52,9 @@ KNOWN_FLAGS = (
 )
 
 
-def find_pairs(directory: str) -> list:
-    """Returns [(name, path_a, path_b)] for every ``<name>_A.<ext>`` with a matching ``_B`` file."""
-    pairs = []
-    for path_a in sorted(glob.glob(os.path.join(directory, "*_A.*"))):
-        stem, ext = os.path.splitext(path_a)
-        path_b = stem[:-2] + "_B" + ext
-        if os.path.isfile(path_b):
-            pairs.append((os.path.basename(stem[:-2]), path_a, path_b))
-    return pairs
-
-
 def check_arguments():
     """Validates the flags before TensorFlow is imported; returns the model path and pairs."""
+    from mfkeras.evaluation import pairs as source_pairs
     from mfkeras.network import zoo
 
     if not FLAGS.output_dir:
@@ -89,9 +75,9 @@ def check_arguments():
     if FLAGS.verify_dir:
         if not os.path.isdir(FLAGS.verify_dir):
             raise ValueError(f"--verify_dir is not a directory: {FLAGS.verify_dir}")
-        pairs = find_pairs(FLAGS.verify_dir)
+        pairs = [(p.name, *p.paths) for p in source_pairs.find_pairs(FLAGS.verify_dir) if p.ok]
         if not pairs:
-            raise ValueError(f"No <name>_A.<ext> / <name>_B.<ext> pairs in {FLAGS.verify_dir}.")
+            raise ValueError(f"No usable <name>_A / <name>_B image pairs in {FLAGS.verify_dir}.")
     return zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model), version_dir, pairs
 
 
@@ -117,99 +103,30 @@ def write_tflite(network, directory: str) -> dict:
     return written
 
 
-def verify(version_dir, network, options, pairs, tflite_dir, tflite_files) -> dict:
-    """Compares the written artefacts with the Python pipeline on image pairs."""
-    import numpy as np
-    import tensorflow as tf
+def print_pair(row: dict) -> None:
+    """Prints one pair's SavedModel parity figures."""
+    print(
+        f"  {row['pair']}: decision agreement {100 * row['decision_agreement']:.3f} %, fused mean abs "
+        f"diff {row['fused_mean_abs_diff']:.4f} (max {row['fused_max_abs_diff']}), "
+        f"python {row['python_s']:.1f} s, served {row['served_s']:.1f} s"
+    )
 
-    from mfkeras import fusion
-    from mfkeras.io import images
-    from mfkeras.fusion import inference
-    from mfkeras.deploy import tflite
 
-    from mfkeras.deploy import saved_model as export
-
-    served = tf.saved_model.load(version_dir).signatures["fuse"]
-    # Near-exact scores: TFLite and TensorFlow float32 each round differently.
-    exact = export.score_function(network, "float64") if tflite_files else None
-    interpreters = {
-        name: (info, tflite.make_interpreter(Path(tflite_dir, name).read_bytes()))
-        for name, info in tflite_files.items()
-    }
-    # The reference is the Python pipeline in float32, whatever precision the export uses.
-    reference_options = dataclasses.replace(options, inference_dtype="float32", jit_compile=False)
-    rows = []
-    for name, path_a, path_b in pairs:
-        a, b = images.read_image(path_a), images.read_image(path_b)
-        start = time.perf_counter()
-        reference = fusion.fuse([a, b], network, reference_options)
-        python_s = time.perf_counter() - start
-        start = time.perf_counter()
-        out = {k: v.numpy() for k, v in served(image_a=tf.constant(a), image_b=tf.constant(b)).items()}
-        served_s = time.perf_counter() - start
-        diff = np.abs(out["fused"].astype(np.int32) - reference.fused.astype(np.int32))
-        row = {
-            "pair": name,
-            "decision_agreement": float(np.mean(out["decision_map"].astype(bool) == reference.decision)),
-            "fused_mean_abs_diff": float(diff.mean()),
-            "fused_max_abs_diff": int(diff.max()),
-            "focus_map_max_abs_diff": float(np.abs(out["focus_map"] - reference.focus_map).max()),
-            "python_s": python_s,
-            "served_s": served_s,
-            "tflite": {},
-        }
-        gray = [fusion.to_gray(fusion.to_unit_range(x)) for x in (a, b)]
-        if exact is not None:
-            exact_scores = exact(gray[0][None, ..., None], gray[1][None, ..., None]).numpy()[0, ..., 0]
-            row["keras_float32_vs_float64"] = float(np.abs(reference.score_map - exact_scores).max())
-        for file_name, (info, interpreter) in interpreters.items():
-            if info["tile_size"] is None:
-                scores = tflite.score_map(interpreter, *gray)
-            else:
-                scores = tflite.tiled_score_map(interpreter, network, *gray)
-            focus = fusion.focus_map(scores, a.shape[:2], network.stride, network.patch_size)
-            initial = focus > 0.5
-            decision = fusion.verify_consistency(initial, options)
-            weights = fusion.refine_decision(decision, *gray, options)
-            if options.clip_weights:
-                weights = np.clip(weights, 0.0, 1.0)
-            fused = fusion.blend(a, b, weights)
-            row["tflite"][file_name] = {
-                "fused_mean_abs_diff": float(np.abs(fused.astype(np.int32) - reference.fused).mean()),
-                "score_max_abs_diff": float(np.abs(scores - reference.score_map).max()),
-                "score_max_abs_diff_vs_float64": float(np.abs(scores - exact_scores).max()),
-                "initial_decision_agreement": float(np.mean(initial == reference.initial_decision)),
-                "decision_agreement": float(np.mean(decision == reference.decision)),
-            }
-        rows.append(row)
+def print_summary(summary: dict) -> None:
+    """Prints the parity summary of the SavedModel and each TFLite file."""
+    print(
+        f"Parity on {summary['pairs']} pairs: decision agreement >= "
+        f"{100 * summary['min_decision_agreement']:.3f} %, fused mean abs diff <= "
+        f"{summary['max_fused_mean_abs_diff']:.4f}"
+    )
+    for name, figures in summary["tflite"].items():
         print(
-            f"  {name}: decision agreement {100 * row['decision_agreement']:.3f} %, fused mean abs diff "
-            f"{row['fused_mean_abs_diff']:.4f} (max {row['fused_max_abs_diff']}), "
-            f"python {python_s:.1f} s, served {served_s:.1f} s"
+            f"  {name}: score max abs diff {figures['max_score_abs_diff']:.2e} (vs float64 "
+            f"{figures['max_score_abs_diff_vs_float64']:.2e}), decision "
+            f"agreement >= {100 * figures['min_initial_decision_agreement']:.3f} % (initial), "
+            f"{100 * figures['min_decision_agreement']:.3f} % (after consistency), fused mean abs "
+            f"diff <= {figures['max_fused_mean_abs_diff']:.4f}"
         )
-    summary = {
-        "pairs": len(rows),
-        "min_decision_agreement": min(r["decision_agreement"] for r in rows),
-        "mean_decision_agreement": float(np.mean([r["decision_agreement"] for r in rows])),
-        "max_fused_mean_abs_diff": max(r["fused_mean_abs_diff"] for r in rows),
-        "mean_fused_mean_abs_diff": float(np.mean([r["fused_mean_abs_diff"] for r in rows])),
-        "tflite": {},
-    }
-    if tflite_files:
-        summary["keras_float32_vs_float64"] = max(r["keras_float32_vs_float64"] for r in rows)
-    for file_name in tflite_files:
-        entries = [r["tflite"][file_name] for r in rows]
-        summary["tflite"][file_name] = {
-            "max_score_abs_diff": max(e["score_max_abs_diff"] for e in entries),
-            "max_score_abs_diff_vs_float64": max(e["score_max_abs_diff_vs_float64"] for e in entries),
-            "min_initial_decision_agreement": min(e["initial_decision_agreement"] for e in entries),
-            "min_decision_agreement": min(e["decision_agreement"] for e in entries),
-            "mean_initial_decision_agreement": float(
-                np.mean([e["initial_decision_agreement"] for e in entries])
-            ),
-            "max_fused_mean_abs_diff": max(e["fused_mean_abs_diff"] for e in entries),
-        }
-    return {"summary": summary, "pairs": rows}
 
 
 def main(argv):
@@ -224,7 +141,7 @@ def main(argv):
 
         from mfkeras.deploy import saved_model as export
         from mfkeras import fusion
-        from mfkeras.deploy import tflite
+        from mfkeras.deploy import parity, tflite
         from mfkeras.network import zoo
 
         options = fusion.FusionOptions(**cli.fusion_option_kwargs(FLAGS))
@@ -251,22 +168,11 @@ def main(argv):
         }
         cli.write_json(os.path.join(FLAGS.output_dir, "export.json"), record)
         if pairs:
-            report = verify(version_dir, network, options, pairs, tflite_dir, tflite_files)
-            report["export"] = record
-            summary = report["summary"]
-            print(
-                f"Parity on {summary['pairs']} pairs: decision agreement >= "
-                f"{100 * summary['min_decision_agreement']:.3f} %, fused mean abs diff <= "
-                f"{summary['max_fused_mean_abs_diff']:.4f}"
+            report = parity.compare_with_pipeline(
+                version_dir, network, options, pairs, tflite_files, tflite_dir, on_pair=print_pair
             )
-            for name, figures in summary["tflite"].items():
-                print(
-                    f"  {name}: score max abs diff {figures['max_score_abs_diff']:.2e} (vs float64 "
-                    f"{figures['max_score_abs_diff_vs_float64']:.2e}), decision "
-                    f"agreement >= {100 * figures['min_initial_decision_agreement']:.3f} % (initial), "
-                    f"{100 * figures['min_decision_agreement']:.3f} % (after consistency), fused mean abs "
-                    f"diff <= {figures['max_fused_mean_abs_diff']:.4f}"
-                )
+            report["export"] = record
+            print_summary(report["summary"])
             cli.write_json(FLAGS.verify_json, report)
             print(f"  figures: {FLAGS.verify_json}")
 

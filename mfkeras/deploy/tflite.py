@@ -204,6 +204,24 @@ def tiled_score_map(interpreter, network: ScoreNetwork, gray_a: np.ndarray, gray
     )
 
 
+def run_score_map(interpreter, network: ScoreNetwork, gray_a, gray_b, tile_size: int | None):
+    """Scores a pair with a model from :func:`convert`, dynamic-size or fixed-tile.
+
+    Args:
+        interpreter: from :func:`make_interpreter`.
+        network: the network the model was converted from.
+        gray_a: (H, W) float image in [0, 1].
+        gray_b: (H, W) float image in [0, 1], same shape.
+        tile_size: the ``tile_size`` the model was converted with (None: dynamic size).
+
+    Returns:
+        (H', W') float32 scores.
+    """
+    if tile_size is None:
+        return score_map(interpreter, gray_a, gray_b)
+    return tiled_score_map(interpreter, network, gray_a, gray_b)
+
+
 def tiled_scores(run_tile, network: ScoreNetwork, gray_a, gray_b, tile_size: int) -> np.ndarray:
     """Scores an image pair tile by tile with any fixed-tile runner and stitches the result.
 

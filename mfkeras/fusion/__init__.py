@@ -21,7 +21,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "ALIGN_METHODS",
         ],
         "result": ["FusionResult"],
-        "pipeline": ["fuse", "as_score_network", "to_gray", "to_unit_range", "validate_images"],
+        "pipeline": ["fuse", "fuse_scored_pair", "as_score_network", "to_gray", "to_unit_range", "validate_images"],
         "decision": [
             "focus_map",
             "remove_small_regions",

@@ -72,6 +72,27 @@ def _fuse_pair(first, second, network, options: FusionOptions, tile_side) -> Fus
         max_tile_side=tile_side,
         jit_compile=options.jit_compile,
     )
+    return fuse_scored_pair(first, second, (gray_a, gray_b), scores, network, options)
+
+
+def fuse_scored_pair(first, second, grays, scores, network, options: FusionOptions) -> FusionResult:
+    """The steps after scoring: focus map, decision, consistency, refinement, blend.
+
+    Used by :func:`fuse` and by anything that computes score maps another way (the
+    TFLite parity checks of :mod:`mfkeras.deploy.parity`).
+
+    Args:
+        first: the first source as given to :func:`fuse`.
+        second: the second source, same shape.
+        grays: the sources' (H, W) float32 gray images in [0, 1] (the refinement guide).
+        scores: their (H', W') score map.
+        network: what scored them (its ``stride`` and ``patch_size`` place the scores).
+        options: the fusion switches.
+
+    Returns:
+        The pair's :class:`FusionResult`.
+    """
+    gray_a, gray_b = grays
     focus = focus_map(scores, gray_a.shape, network.stride, network.patch_size)
     initial = focus > 0.5
     decision = verify_consistency(initial, options)
