@@ -321,7 +321,7 @@ _BAD_INPUTS = {
     "too small": (
         [np.zeros((4, 32))] * 2,
         {},
-        r"at least 8x8 pixels. Received: images of shape \(4, 32\)",
+        r"at least 8x8 pixels. Received: images\[0\] of shape \(4, 32\)",
     ),
     "zero levels": ([_GRAY] * 2, {"levels": 0}, r"Received: levels=0"),
     "even window": ([_GRAY] * 2, {"window": 4}, r"positive odd integer. Received: window=4"),

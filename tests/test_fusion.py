@@ -123,10 +123,11 @@ def test_three_images_fuse_pairwise_in_sequence(tiny_model):
 @pytest.mark.parametrize(
     "images, message",
     [
-        ([np.zeros((20, 20), np.uint8)], "at least two"),
+        ([np.zeros((20, 20), np.uint8)], "at least 2 images"),
         ([np.zeros((20, 20), np.uint8), np.zeros((20, 21), np.uint8)], r"\(20, 20\).*\(20, 21\)"),
         ([np.zeros((15, 20), np.uint8)] * 2, "at least 16"),
-        ([np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20), np.uint8)], "same shape"),
+        ([np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20), np.uint8)], "mix grayscale and colour"),
+        ([np.zeros((20, 20, 1), np.uint8), np.zeros((20, 20), np.uint8)], "same shape"),
         ([np.full((20, 20), np.nan, np.float32)] * 2, "NaN"),
         ([np.full((20, 20), 2.0, np.float32)] * 2, r"\[0, 1\]"),
         ([np.zeros((20, 20, 4), np.uint8)] * 2, "shape"),

@@ -174,3 +174,20 @@ def test_written_files_get_the_umask_permissions(tmp_path, umask):
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode) == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_one_validator_serves_pipeline_baselines_and_scripts():
+    from mfkeras.io.validate import validate_images
+
+    small = [np.zeros((10, 12), np.uint8)] * 2
+    with pytest.raises(ValueError, match=r"at least 16x16 pixels. Received: images\[0\] of shape \(10, 12\)"):
+        validate_images(small)
+    assert len(validate_images(small, min_side=8)) == 2
+    with pytest.raises(ValueError, match=r"Received: a.png of shape \(16, 16\) and b.png of shape \(16, 17\)"):
+        validate_images([np.zeros((16, 16)), np.zeros((16, 17))], names=["a.png", "b.png"])
+    out_of_range = [np.full((16, 16), 2.0)] * 2
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        validate_images(out_of_range)
+    assert len(validate_images(out_of_range, unit_float=False)) == 2
+    with pytest.raises(ValueError, match="HxWx3"):
+        validate_images([np.zeros((16, 16, 1))] * 2, single_channel=False)

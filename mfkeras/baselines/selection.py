@@ -9,10 +9,11 @@ check). See ``mfkeras.baselines.wavelets`` for the full description.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from mfkeras.io.validate import validate_images
 
 # Shortest image side accepted: one decomposition level of every method still fits.
 MIN_SIDE = 8
@@ -25,53 +26,8 @@ MIN_TOP_SIDE = 4
 
 def validate_sources(images) -> tuple[np.ndarray, np.dtype, tuple]:
     """Checks the sources; returns them as float64 (N, H, W, C), their dtype and shape."""
-    if isinstance(images, np.ndarray) or not isinstance(images, Sequence):
-        described = type(images).__name__
-        if isinstance(images, np.ndarray):
-            described += f" of shape {images.shape}"
-        raise ValueError(
-            "images must be a sequence (e.g. a list) of 2 or more images. "
-            f"Received: images of type {described}"
-        )
-    if len(images) < 2:
-        raise ValueError(f"Fusion needs at least 2 images. Received: {len(images)} image(s)")
-    arrays = [np.asarray(image) for image in images]
+    arrays = validate_images(images, min_side=MIN_SIDE, unit_float=False, single_channel=False)
     first = arrays[0]
-    for i, array in enumerate(arrays):
-        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
-            raise ValueError(
-                "Each image must be HxW (gray) or HxWx3 (colour). "
-                f"Received: images[{i}] of shape {array.shape}"
-            )
-        if array.dtype not in (np.uint8, np.uint16) and not np.issubdtype(
-            array.dtype, np.floating
-        ):
-            raise ValueError(
-                "Images must be uint8, uint16 or float. "
-                f"Received: images[{i}] of dtype {array.dtype}"
-            )
-        if array.shape != first.shape:
-            raise ValueError(
-                "All images must have the same shape. Received: images[0] of shape "
-                f"{first.shape} and images[{i}] of shape {array.shape}"
-            )
-        if array.dtype != first.dtype:
-            raise ValueError(
-                "All images must have the same dtype. Received: images[0] of dtype "
-                f"{first.dtype} and images[{i}] of dtype {array.dtype}"
-            )
-        if np.issubdtype(array.dtype, np.floating):
-            bad = array.size - np.count_nonzero(np.isfinite(array))
-            if bad:
-                raise ValueError(
-                    "Images must hold finite values. "
-                    f"Received: images[{i}] with {bad} NaN or infinite value(s)"
-                )
-    if min(first.shape[:2]) < MIN_SIDE:
-        raise ValueError(
-            f"Images must be at least {MIN_SIDE}x{MIN_SIDE} pixels. "
-            f"Received: images of shape {first.shape}"
-        )
     stack = np.stack(arrays).astype(np.float64)
     if first.ndim == 2:
         stack = stack[..., np.newaxis]

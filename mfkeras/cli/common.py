@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from mfkeras.io.validate import validate_images
+
 USAGE_EXIT_STATUS = 2
 # The choices come from mfkeras.fusion.options, which imports no TensorFlow: flags are checked first.
 from mfkeras.fusion.options import (  # noqa: E402
@@ -68,31 +70,11 @@ def as_flags(message: str) -> str:
     return message
 
 
-MIN_SIDE = 16
 
 
 def check_same_kind(sources, paths) -> None:
-    """Rejects inputs that are too small, differ in size or mix gray and colour, naming them."""
-    for path, image in zip(paths, sources):
-        if min(image.shape[:2]) < MIN_SIDE:
-            raise ValueError(
-                f"Images must be at least {MIN_SIDE} pixels on each side: {path} is {image.shape}."
-            )
-    first = sources[0]
-    for path, image in zip(paths[1:], sources[1:]):
-        if (image.ndim == 3) != (first.ndim == 3):
-            raise ValueError(
-                f"Cannot mix grayscale and colour inputs: {paths[0]} is {first.shape}, "
-                f"{path} is {image.shape}."
-            )
-        if image.shape != first.shape:
-            raise ValueError(
-                f"Input sizes differ: {paths[0]} is {first.shape}, {path} is {image.shape}."
-            )
-        if image.dtype != first.dtype:
-            raise ValueError(
-                f"Input bit depths differ: {paths[0]} is {first.dtype}, {path} is {image.dtype}."
-            )
+    """Rejects inputs that are too small, differ in size or mix gray and colour, naming the files."""
+    validate_images(sources, names=[str(path) for path in paths])
 
 
 def median_seconds(function, repeats: int) -> float:
