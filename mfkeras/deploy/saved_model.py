@@ -260,7 +260,7 @@ def keep_largest_regions(mask: tf.Tensor) -> tf.Tensor:
     return tf.logical_not(_largest_component(tf.logical_not(_largest_component(mask))))
 
 
-# Deliberate twin of mfkeras.fusion.decision.guided_filter in TensorFlow ops (compared in tests/test_export.py).
+# Deliberate twin of mfkeras.fusion.decision.guided_filter in TensorFlow ops (compared in tests/deploy/test_export.py).
 def guided_filter(guide: tf.Tensor, source: tf.Tensor, radius: int, eps: float) -> tf.Tensor:
     """He et al.'s guided filter with box means over the in-image part of each window.
 

@@ -14,7 +14,7 @@ from mfkeras.network.model import build_patch_model
 
 from conftest import randomize_weights
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "fuse.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "fuse.py"
 
 
 @pytest.fixture(scope="module")

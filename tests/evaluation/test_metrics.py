@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from mfkeras.evaluation import metrics
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GOLDENS = SHARED / "docs" / "metric_goldens.json"
 GOLDEN_RTOL = 1e-6
 

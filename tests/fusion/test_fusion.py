@@ -152,7 +152,7 @@ def test_bad_options_are_named(kwargs):
 def demo_pair():
     from pathlib import Path
 
-    demo = Path(__file__).resolve().parents[1] / "demo"
+    demo = Path(__file__).resolve().parents[2] / "demo"
     return [_rgb(demo / f"demo_{s}.jpg") for s in "AB"]
 
 

@@ -16,7 +16,7 @@ from mfkeras.evaluation import figures, report, runner
 from mfkeras.evaluation import pairs as source_pairs
 from mfkeras.evaluation import metrics
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "evaluate.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "evaluate.py"
 SIZE = (40, 48)
 
 

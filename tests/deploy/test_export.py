@@ -23,7 +23,7 @@ from mfkeras.network.model import build_patch_model
 from conftest import randomize_weights, shared_path
 
 TINY = ModelConfig("tiny", (4, POOL, 8), (8,))
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "experiments" / "export.py"
 SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
 # Any import of mfkeras in the child process fails: it must not need the package.

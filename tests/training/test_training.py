@@ -204,14 +204,14 @@ def test_mismatched_patch_size_is_rejected(tmp_path):
 
 
 def test_train_script_writes_flags_result_and_export(image_dir, tmp_path):
-    script = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "train.py")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "experiments", "train.py")
     command = [
         sys.executable, script, "--preset=liu2017_single_fc", f"--image_dir={image_dir}",
         "--steps=2", "--validation_interval=1", "--batch_size=8", "--validation_pairs=16",
         "--patches_per_image=4", "--step_size=1", "--verbose=2",
         f"--output_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}",
     ]
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     subprocess.run(command, check=True, capture_output=True, env=env, cwd=str(tmp_path))
     recorded = json.loads((tmp_path / "run" / "flags.json").read_text())
