@@ -96,6 +96,8 @@ class PCNNParams:
             (Qu: 3).
     """
 
+    # The duplicates check pairs this field list with training.data.PairConfig's by shape
+    # alone (typed fields with defaults); no code is shared.
     iterations: int = 200
     alpha_l: float = 1.0
     alpha_theta: float = 0.2
