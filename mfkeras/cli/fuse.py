@@ -1,13 +1,15 @@
 """Fuses two or more registered multi-focus images (console script `mfkeras-fuse`).
 
 Example:
+  mfkeras-fuse a.jpg b.jpg -o fused.png
   mfkeras-fuse --inputs a.jpg,b.jpg --output fused.png --save_maps maps/ --plot fig3.png
+  mfkeras-fuse 'stack/*.jpg' -o fused.tif          # glob or folder, natural order
+  mfkeras-fuse --batch_dir stacks/ --output_dir fused/   # every subfolder is one stack
   mfkeras-fuse --demo
 """
 
 import os
 import sys
-from pathlib import Path
 
 from absl import flags
 
@@ -20,8 +22,14 @@ from mfkeras.network import zoo as _zoo  # noqa: E402  (no TensorFlow)
 DEMO_INPUTS = [str(path) for path in _zoo.demo_pair()]
 DEMO_OUTPUT_DIR = "demo_output"
 
-flags.DEFINE_list("inputs", None, "Input images (paths or glob patterns), comma-separated.")
-flags.DEFINE_string("output", None, "Fused image to write (.png, .jpg, .tif, .bmp).")
+flags.DEFINE_list(
+    "inputs", None, "Input images (paths, folders or glob patterns), comma-separated; or give them "
+    "as arguments.",
+)
+flags.DEFINE_string("output", None, "Fused image to write (.png, .jpg, .tif, .bmp).", short_name="o")
+flags.DEFINE_string("batch_dir", None, "Batch mode: every subfolder here with 2+ images is one stack.")
+flags.DEFINE_string("output_dir", None, "Batch mode: where <subfolder>.<output_ext> files go.")
+flags.DEFINE_string("output_ext", "png", "Batch mode: the output file type (png, jpg, tif, bmp).")
 cli.define_fusion_flags(flags)
 flags.DEFINE_enum(
     "stack_method", "joint", list(cli.STACK_METHODS),
@@ -44,67 +52,128 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
     with cli.clean_errors("mfkeras-fuse"):
-        # Everything is checked before TensorFlow is imported: errors come fast and alone.
-        from mfkeras.io import images
-        from mfkeras.network import zoo
+        if FLAGS.batch_dir is not None or FLAGS.output_dir is not None:
+            if argv[1:] or FLAGS.inputs or FLAGS.output or FLAGS.demo:
+                raise ValueError(
+                    "Batch mode (--batch_dir, --output_dir) takes no input images, --output or --demo."
+                )
+            return run_batch()
+        fuse_one(argv[1:])
+    return 0
 
-        inputs, output, maps_dir, plot = FLAGS.inputs, FLAGS.output, FLAGS.save_maps, FLAGS.plot
-        overwrite = FLAGS.overwrite
-        if FLAGS.demo:
-            os.makedirs(DEMO_OUTPUT_DIR, exist_ok=True)
-            inputs = inputs or DEMO_INPUTS
-            output = output or os.path.join(DEMO_OUTPUT_DIR, "fused.png")
-            maps_dir = maps_dir or DEMO_OUTPUT_DIR
-            plot = plot or os.path.join(DEMO_OUTPUT_DIR, "figure.png")
-            overwrite = True
-        if not inputs:
-            raise images.ImageError("--inputs is required (two or more images).")
-        if not output:
-            raise images.ImageError("--output is required.")
-        paths = images.expand_inputs(inputs)
-        if len(paths) < 2:
-            raise images.ImageError(f"Fusion needs at least two input images. Received {len(paths)}: {paths}")
-        images.check_output_path(output, paths, overwrite)
-        if plot:
-            images.check_output_path(plot, paths, overwrite)
-        if maps_dir and not os.path.isdir(maps_dir):
-            raise images.ImageError(f"--save_maps directory does not exist: {maps_dir}")
-        model_path = zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
-        sources = [images.read_image(path) for path in paths]
-        cli.check_same_kind(sources, paths)
-        images.check_output_dtype(output, sources[0].dtype)
 
-        from mfkeras import fusion
-        from mfkeras.evaluation import figures as visualize
+def fusion_options():
+    """The FusionOptions that the flags set."""
+    from mfkeras import fusion
 
-        if FLAGS.align:
-            from mfkeras.fusion import align
+    return fusion.FusionOptions(
+        **cli.fusion_option_kwargs(FLAGS),
+        stack_method=FLAGS.stack_method,
+        max_tile_side=FLAGS.max_tile_side,
+        memory_budget_mb=FLAGS.memory_budget_mb,
+    )
 
-            alignment = align.align_images(
-                sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method
-            )
-            sources = alignment.images
-            top, bottom, left, right = alignment.crop
-            print(f"Aligned {len(sources)} frames to frame {alignment.reference_index}; "
-                  f"kept rows {top}:{bottom}, columns {left}:{right}")
-        model = zoo.load_patch_model(model_path)
-        options = fusion.FusionOptions(
-            **cli.fusion_option_kwargs(FLAGS),
-            stack_method=FLAGS.stack_method,
-            max_tile_side=FLAGS.max_tile_side,
-            memory_budget_mb=FLAGS.memory_budget_mb,
+
+def alignment_step(report=print):
+    """The --align registration as a step on decoded frames, or None without --align."""
+    if not FLAGS.align:
+        return None
+
+    def register(sources):
+        from mfkeras.fusion import align
+
+        alignment = align.align_images(
+            sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method
         )
-        result = fusion.fuse(sources, model, options)
-        images.write_image(output, result.fused)
-        print(f"Fused {len(paths)} images with {model.name} -> {output}")
-        if maps_dir:
-            for path in visualize.save_maps(result, maps_dir):
-                print(f"  map: {path}")
-        if plot:
-            images.write_bytes_atomic(plot, visualize.figure_png(result, sources))
-            print(f"  figure: {plot}")
+        top, bottom, left, right = alignment.crop
+        report(f"Aligned {len(sources)} frames to frame {alignment.reference_index}; "
+               f"kept rows {top}:{bottom}, columns {left}:{right}")
+        return alignment.images
+
+    return register
+
+
+def run_batch() -> int:
+    """Batch mode: fuses every stack of --batch_dir into --output_dir; 1 if any stack failed."""
+    from mfkeras.batch import runner, stacks
+    from mfkeras.network import zoo
+
+    if not FLAGS.batch_dir or not FLAGS.output_dir:
+        raise ValueError("Batch mode needs both --batch_dir and --output_dir.")
+    for flag in ("save_maps", "plot"):
+        if FLAGS[flag].value:
+            raise ValueError(f"--{flag} is not available in batch mode.")
+    found = stacks.find_stacks(FLAGS.batch_dir)
+    stacks.output_path(FLAGS.output_dir, "check", FLAGS.output_ext)
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise ValueError(f"--output_dir exists and is not a directory: {FLAGS.output_dir}")
+    model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
+    report = runner.fuse_batch(
+        found, model, FLAGS.output_dir, fusion_options(), output_ext=FLAGS.output_ext,
+        overwrite=FLAGS.overwrite, prepare=alignment_step(report=lambda line: None),
+        progress=sys.stderr.isatty(),
+    )
+    for failure in report["failures"]:
+        print(f"  failed: {failure['stack']}: {failure['reason']}", file=sys.stderr)
+    print(
+        f"Batch: {report['fused']} fused, {report['skipped']} skipped (output exists), "
+        f"{report['failed']} failed of {report['stacks']} stacks in {report['seconds']:.1f} s -> "
+        f"{os.path.join(FLAGS.output_dir, runner.REPORT_FILE)}"
+    )
+    return 1 if report["failed"] else 0
+
+
+def fuse_one(positional) -> None:
+    """Fuses one stack: the images given as arguments or with --inputs, or the demo pair."""
+    # Everything is checked before TensorFlow is imported: errors come fast and alone.
+    from mfkeras.io import images
+    from mfkeras.network import zoo
+
+    if positional and FLAGS.inputs:
+        raise ValueError("Give the images either as arguments or with --inputs, not both.")
+    inputs, output, maps_dir, plot = FLAGS.inputs or positional, FLAGS.output, FLAGS.save_maps, FLAGS.plot
+    overwrite = FLAGS.overwrite
+    if FLAGS.demo:
+        os.makedirs(DEMO_OUTPUT_DIR, exist_ok=True)
+        inputs = inputs or DEMO_INPUTS
+        output = output or os.path.join(DEMO_OUTPUT_DIR, "fused.png")
+        maps_dir = maps_dir or DEMO_OUTPUT_DIR
+        plot = plot or os.path.join(DEMO_OUTPUT_DIR, "figure.png")
+        overwrite = True
+    if not inputs:
+        raise images.ImageError("Input images are required: mfkeras-fuse IMAGE IMAGE ... -o OUTPUT.")
+    if not output:
+        raise images.ImageError("--output (-o) is required.")
+    paths = images.expand_inputs(inputs)
+    if len(paths) < 2:
+        raise images.ImageError(f"Fusion needs at least two input images. Received {len(paths)}: {paths}")
+    images.check_output_path(output, paths, overwrite)
+    if plot:
+        images.check_output_path(plot, paths, overwrite)
+    if maps_dir and not os.path.isdir(maps_dir):
+        raise images.ImageError(f"--save_maps directory does not exist: {maps_dir}")
+    model_path = zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
+    sources = [images.read_image(path) for path in paths]
+    cli.check_same_kind(sources, paths)
+    images.check_output_dtype(output, sources[0].dtype)
+
+    from mfkeras import fusion
+    from mfkeras.evaluation import figures as visualize
+
+    register = alignment_step()
+    if register is not None:
+        sources = register(sources)
+    model = zoo.load_patch_model(model_path)
+    result = fusion.fuse(sources, model, fusion_options())
+    images.write_image(output, result.fused)
+    print(f"Fused {len(paths)} images with {model.name} -> {output}")
+    if maps_dir:
+        for path in visualize.save_maps(result, maps_dir):
+            print(f"  map: {path}")
+    if plot:
+        images.write_bytes_atomic(plot, visualize.figure_png(result, sources))
+        print(f"  figure: {plot}")
 
 
 def run():

@@ -13,6 +13,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "check_output_path",
             "encode_image",
             "expand_inputs",
+            "list_images",
+            "natural_key",
             "read_image",
             "write_bytes_atomic",
             "write_image",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 import warnings
 from typing import Sequence
@@ -15,28 +16,57 @@ import numpy as np
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 WRITABLE_EXTENSIONS = IMAGE_EXTENSIONS
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
+# Prefix of the temporary file an atomic write renames into place.
+TEMPORARY_PREFIX = ".tmp-"
 
 
 class ImageError(ValueError):
     """A file or image that cannot be used, with a message naming the problem."""
 
 
+def natural_key(path: str) -> list:
+    """Sort key that orders digit runs by value: ``frame_2`` before ``frame_10``."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in re.split(r"(\d+)", os.path.basename(os.fspath(path)))
+        if part
+    ] + [(2, 0, os.fspath(path))]
+
+
+def list_images(folder: str) -> list:
+    """The image files directly inside ``folder`` (by extension), in natural order."""
+    return sorted(
+        (
+            entry.path
+            for entry in os.scandir(folder)
+            if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+        ),
+        key=natural_key,
+    )
+
+
 def expand_inputs(patterns: Sequence[str]) -> list:
-    """Expands paths and glob patterns, keeping the given order.
+    """Expands paths, folders and glob patterns, keeping the given order.
 
     Args:
-        patterns: file paths or glob patterns.
+        patterns: file paths, folders (their images) or glob patterns.
 
     Returns:
-        The list of paths; a pattern with wildcards is expanded in sorted order.
+        The list of paths; a pattern with wildcards and a folder are expanded in
+        natural order (``frame_2`` before ``frame_10``).
     """
     paths = []
     for pattern in patterns:
         if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern))
+            matches = sorted(glob.glob(pattern), key=natural_key)
             if not matches:
                 raise ImageError(f"No file matches {pattern!r}.")
             paths.extend(matches)
+        elif os.path.isdir(pattern):
+            found = list_images(pattern)
+            if not found:
+                raise ImageError(f"No images in the folder {pattern!r}.")
+            paths.extend(found)
         else:
             paths.append(pattern)
     if not paths:
@@ -167,7 +197,7 @@ def write_bytes_atomic(path: str, payload: bytes) -> None:
     private mode of the temporary file.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    handle, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)

@@ -175,12 +175,17 @@ def test_unusable_second_input(workspace, setup, message):
     assert not (workspace / "never2.png").exists()
 
 
-@pytest.mark.parametrize("inputs, message", [("{d}", "directory"), ("{d}/nothing_*.png", "No file matches")])
-def test_directory_and_empty_glob(workspace, inputs, message):
+@pytest.mark.parametrize(
+    "inputs, message", [("{d}/no_images", "No images in the folder"), ("{d}/nothing_*.png", "No file matches")]
+)
+def test_folder_without_images_and_empty_glob(workspace, inputs, message):
+    (workspace / "no_images").mkdir(exist_ok=True)
+    (workspace / "no_images" / "notes.txt").write_text("no images here")
     spec = inputs.format(d=workspace)
     proc = _run(f"--inputs={spec},{workspace / 'a.png'}", f"--output={workspace / 'never3.png'}",
                 f"--model={workspace / 'tiny.keras'}")
     assert proc.returncode == 2 and message in proc.stderr
+    assert not (workspace / "never3.png").exists()
 
 
 def test_align_registers_shifted_frames(workspace):
@@ -238,3 +243,15 @@ def test_bad_flag_values_exit_2_without_traceback(workspace):
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and message in proc.stderr.splitlines()[0]
         assert proc.stderr.splitlines()[0].startswith("fuse.py: error:")
+
+
+def test_positional_inputs_and_short_output_match_inputs_flag(workspace):
+    model = f"--model={workspace / 'tiny.keras'}"
+    by_flag, positional = workspace / "by_flag.png", workspace / "positional.png"
+    proc = _run(f"--inputs={workspace / 'a.png'},{workspace / 'b.png'}", f"--output={by_flag}", model)
+    assert proc.returncode == 0, proc.stderr
+    proc = _run(str(workspace / "a.png"), str(workspace / "b.png"), "-o", str(positional), model)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(cv2.imread(str(positional)), cv2.imread(str(by_flag)))
+    both = _run(str(workspace / "a.png"), f"--inputs={workspace / 'b.png'}", "-o", str(workspace / "x.png"), model)
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -191,3 +191,17 @@ def test_one_validator_serves_pipeline_baselines_and_scripts():
     assert len(validate_images(out_of_range, unit_float=False)) == 2
     with pytest.raises(ValueError, match="HxWx3"):
         validate_images([np.zeros((16, 16, 1))] * 2, single_channel=False)
+
+
+def test_expand_inputs_natural_order_for_globs_and_folders(tmp_path):
+    for name in ("frame_10.png", "frame_2.png", "frame_1.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    expected = [str(tmp_path / f"frame_{i}.png") for i in (1, 2, 10)]
+    assert images.expand_inputs([str(tmp_path / "frame_*.png")]) == expected
+    assert images.expand_inputs([str(tmp_path)]) == expected
+    # Explicit paths keep the order given.
+    assert images.expand_inputs(expected[::-1]) == expected[::-1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(images.ImageError, match="No images in the folder"):
+        images.expand_inputs([str(empty)])
