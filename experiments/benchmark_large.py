@@ -45,7 +45,7 @@ def main(argv):
 
         from mfkeras import fusion
         from mfkeras.io import images
-        from mfkeras.fusion import inference
+        from mfkeras.fusion import inference, scoring
         from mfkeras.network import zoo
 
         model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
@@ -53,17 +53,17 @@ def main(argv):
         sources = [cv2.resize(images.read_image(p), size, interpolation=cv2.INTER_CUBIC) for p in FLAGS.inputs]
         options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb)
         network = fusion.as_score_network(model)
-        tile_side = inference.tile_side_for_budget(network, FLAGS.memory_budget_mb * 2**20)
+        tile_side = scoring.tile_side_for_budget(network, FLAGS.memory_budget_mb * 2**20)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         result = fusion.fuse(sources, network, options)
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        untiled = inference.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
+        untiled = scoring.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
         report = {
             "machine": provenance.describe_machine(),
             "model": model.name, "shape": list(result.fused.shape), "memory_budget_mb": FLAGS.memory_budget_mb,
-            "tile_side": tile_side, "tiles": len(inference.plan_tiles(network, FLAGS.height, FLAGS.width, tile_side)),
+            "tile_side": tile_side, "tiles": len(scoring.plan_tiles(network, FLAGS.height, FLAGS.width, tile_side)),
             "seconds": seconds, "peak_rss_mb": peak, "rss_before_fusion_mb": rss_before,
             "untiled_activation_estimate_mb": untiled,
         }

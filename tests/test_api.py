@@ -33,9 +33,11 @@ def test_light_imports_load_no_tensorflow(statement):
     assert not {"tensorflow", "keras"} & loaded, sorted({"tensorflow", "keras"} & loaded)
 
 
-def test_heavy_names_load_on_first_use():
+def test_pipeline_loads_without_tensorflow_and_keras_models_load_it():
     loaded = _modules_after("import mfkeras\nmfkeras.fuse")
-    assert "tensorflow" in loaded and "mfkeras.fusion.pipeline" in loaded
+    assert "mfkeras.fusion.pipeline" in loaded and not {"tensorflow", "keras"} & loaded
+    loaded = _modules_after("import mfkeras\nmfkeras.load_model()")
+    assert {"tensorflow", "keras"} <= loaded
 
 
 def test_public_names_are_the_library_objects():

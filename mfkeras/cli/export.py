@@ -42,13 +42,18 @@ flags.DEFINE_string("verify_dir", None, "Compare the export with the Python pipe
 flags.DEFINE_string(
     "verify_json", str(REPO_ROOT / "experiments/results/export_parity.json"), "Where --verify_dir writes."
 )
+flags.DEFINE_string(
+    "litert_dir", None, "Also (or only, without --output_dir) write the LiteRT backend's files here "
+    "(pair, project and tail .tflite models and litert.json), e.g. saved_models/<name>/litert.",
+)
 flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel version folder.")
 
 FLAGS = flags.FLAGS
 # Recorded in export.json.
 KNOWN_FLAGS = (
     "output_dir", "version", "model", "liu_mat", "refine", "consistency", "area_ratio", "symmetric",
-    "dense", "inference_dtype", "jit_compile", "tflite", "tflite_tile_size", "verify_dir", "overwrite",
+    "dense", "inference_dtype", "jit_compile", "tflite", "tflite_tile_size", "verify_dir", "litert_dir",
+    "overwrite",
 )
 
 
@@ -57,8 +62,12 @@ def check_arguments():
     from mfkeras.evaluation import pairs as source_pairs
     from mfkeras.network import zoo
 
+    if FLAGS.litert_dir and not FLAGS.output_dir:
+        if FLAGS.dense:
+            raise ValueError("--litert_dir writes the strided network: leave out --dense.")
+        return zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model), None, []
     if not FLAGS.output_dir:
-        raise ValueError("--output_dir is required.")
+        raise ValueError("--output_dir is required (or --litert_dir alone for the LiteRT backend's files).")
     if FLAGS.version < 1:
         raise ValueError(f"--version must be a positive integer. Received: {FLAGS.version}")
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
@@ -147,6 +156,15 @@ def main(argv):
         options = fusion.FusionOptions(**cli.fusion_option_kwargs(FLAGS))
         model = zoo.load_patch_model(model_path)
         network = fusion.as_score_network(model, dense=options.dense)
+        if FLAGS.litert_dir:
+            written = tflite.write_litert_bundle(
+                fusion.as_score_network(model), FLAGS.litert_dir, model.name
+            )
+            print(f"LiteRT backend files -> {FLAGS.litert_dir}: " + ", ".join(
+                f"{name} ({size / 1e6:.1f} MB)" for name, size in sorted(written.items())
+            ))
+        if version_dir is None:
+            return
         if os.path.exists(version_dir):
             tf.io.gfile.rmtree(version_dir)
         export.export_saved_model(version_dir, network, options)

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mfkeras.cli import common as cli  # noqa: E402
 
+from mfkeras.fusion.timing import StageTimes  # noqa: E402  (no TensorFlow)
 from mfkeras.network import zoo as _zoo  # noqa: E402  (no TensorFlow)
 
 DEMO_INPUTS = [str(path) for path in _zoo.demo_pair()]
@@ -44,6 +45,12 @@ flags.DEFINE_integer("max_tile_side", None, "Score in tiles of at most this many
 flags.DEFINE_string("save_maps", None, "Directory to write the score, focus and decision maps into.")
 flags.DEFINE_string("plot", None, "PNG file for the figure of decision maps and fused images.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_enum(
+    "backend", "auto", ["auto", "keras", "litert"],
+    "Who runs the network: litert (the shipped models' .tflite files, no TensorFlow import), keras "
+    "(any model, --dense, --inference_dtype, --jit_compile, GPUs), or auto (litert where it can).",
+)
+flags.DEFINE_bool("timings", False, "Print the seconds of each stage (decode, score, ..., encode).")
 flags.DEFINE_bool(
     "demo", False, f"Fuse the bundled demo pair into ./{DEMO_OUTPUT_DIR}/ (image, maps, figure)."
 )
@@ -61,6 +68,35 @@ def main(argv):
             return run_batch()
         fuse_one(argv[1:])
     return 0
+
+
+def choose_backend() -> str:
+    """The backend the flags ask for: ``keras`` or ``litert`` (before anything is loaded)."""
+    from mfkeras.network import zoo
+
+    needs_keras = [
+        name for name, default in (("dense", False), ("inference_dtype", "float32"), ("jit_compile", False))
+        if FLAGS[name].value != default
+    ]
+    bundle = None if FLAGS.liu_mat else zoo.litert_dir(FLAGS.model)
+    if FLAGS.backend == "litert":
+        if needs_keras:
+            raise ValueError(f"--backend=litert runs the strided float32 network: leave out --{needs_keras[0]}.")
+        if bundle is None:
+            zoo.load_litert_network(FLAGS.model)  # raises, naming what is missing
+        return "litert"
+    if FLAGS.backend == "keras" or needs_keras or bundle is None:
+        return "keras"
+    return "litert"
+
+
+def load_model(backend: str):
+    """The shipped model, .keras file or released weights, for ``backend``."""
+    from mfkeras.network import zoo
+
+    if backend == "litert":
+        return zoo.load_litert_network(FLAGS.model)
+    return zoo.load_patch_model(zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model))
 
 
 def fusion_options():
@@ -108,7 +144,8 @@ def run_batch() -> int:
     stacks.output_path(FLAGS.output_dir, "check", FLAGS.output_ext)
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
         raise ValueError(f"--output_dir exists and is not a directory: {FLAGS.output_dir}")
-    model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
+    zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
+    model = load_model(choose_backend())
     report = runner.fuse_batch(
         found, model, FLAGS.output_dir, fusion_options(), output_ext=FLAGS.output_ext,
         overwrite=FLAGS.overwrite, prepare=alignment_step(report=lambda line: None),
@@ -153,21 +190,37 @@ def fuse_one(positional) -> None:
         images.check_output_path(plot, paths, overwrite)
     if maps_dir and not os.path.isdir(maps_dir):
         raise images.ImageError(f"--save_maps directory does not exist: {maps_dir}")
-    model_path = zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
-    sources = [images.read_image(path) for path in paths]
+    zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model)
+    backend = choose_backend()
+    times = StageTimes()
+    with times.stage("decode"):
+        sources = [images.read_image(path) for path in paths]
     cli.check_same_kind(sources, paths)
     images.check_output_dtype(output, sources[0].dtype)
-
     from mfkeras import fusion
-    from mfkeras.evaluation import figures as visualize
 
     register = alignment_step()
     if register is not None:
-        sources = register(sources)
-    model = zoo.load_patch_model(model_path)
-    result = fusion.fuse(sources, model, fusion_options())
-    images.write_image(output, result.fused)
-    print(f"Fused {len(paths)} images with {model.name} -> {output}")
+        with times.stage("align"):
+            sources = register(sources)
+    with times.stage("load_model"):
+        model = load_model(backend)
+    result = fusion.fuse(sources, model, fusion_options(), times=times)
+    with times.stage("encode"):
+        images.write_image(output, result.fused)
+    print(f"Fused {len(paths)} images with {model.name} ({backend}) -> {output}")
+    if FLAGS.timings:
+        print(times.summary(), file=sys.stderr)
+    write_extras(result, sources, maps_dir, plot)
+
+
+def write_extras(result, sources, maps_dir, plot) -> None:
+    """The maps (--save_maps) and the figure (--plot), if asked for."""
+    if not maps_dir and not plot:
+        return
+    from mfkeras.evaluation import figures as visualize
+    from mfkeras.io import images
+
     if maps_dir:
         for path in visualize.save_maps(result, maps_dir):
             print(f"  map: {path}")

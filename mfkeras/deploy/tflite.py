@@ -7,7 +7,7 @@ Two flavours of model, each in any of ``QUANTIZATIONS``:
   runner does it for us). Output ``score_map`` [1, H', W', 1].
 * fixed tile (for GPU delegates, which want static shapes): inputs
   ``image_a``, ``image_b`` and ``valid`` float32 [1, T, T, 1]. The host cuts the
-  image into overlapping tiles (:func:`mfkeras.fusion.inference.plan_tiles`, halo =
+  image into overlapping tiles (:func:`mfkeras.fusion.scoring.plan_tiles`, halo =
   ``ScoreNetwork.receptive_field``, tiles on the stride grid), places each at
   the top-left of a T x T canvas and marks its pixels in ``valid``. The model
   zeroes every feature map outside ``valid``, which is exactly the zero padding
@@ -21,18 +21,21 @@ back to ``tf.lite.Interpreter`` when LiteRT is not installed.
 
 from __future__ import annotations
 
+import json
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mfkeras.deploy import saved_model as export
-from mfkeras.fusion import inference
+from mfkeras.fusion import litert, scoring
+from mfkeras.fusion.litert import SCORE_MAP, SIGNATURE_KEY
 from mfkeras.fusion.options import QUANTIZATIONS
-from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork
+from mfkeras.io.images import write_bytes_atomic
+from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork, to_stack_head
 
-SCORE_MAP = "score_map"
 VALID = "valid"
-SIGNATURE_KEY = "serving_default"
 
 
 def _branch_layers(network: ScoreNetwork) -> list:
@@ -117,17 +120,81 @@ def convert(network: ScoreNetwork, quantization: str, tile_size: int | None = No
         function, signature = _dynamic_signature(network)
     else:
         function, signature = _tile_signature(network, tile_size)
+    return _convert_function(function, signature, (network.branch, network.head), quantization)
+
+
+def _convert_function(function, signature, models, quantization: str) -> bytes:
     concrete = tf.function(function, input_signature=signature).get_concrete_function()
     # The converter saves `holder` as a SavedModel and reloads it in graph mode to fold
     # the weights into constants; that needs the tf.Variables tracked, not their Keras wrappers.
     holder = tf.Module()
-    holder.network_variables = export.tensorflow_variables(network.branch, network.head)
+    holder.network_variables = export.tensorflow_variables(*models)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
+
+
+def convert_stack(network: ScoreNetwork) -> tuple:
+    """Converts the O(N) stack split of the network (float32) for the LiteRT backend.
+
+    Returns:
+        ``(project_bytes, tail_bytes, stack_head)``: the per-frame projection (branch and
+        first head layer, no bias) and the per-pair tail, see :mod:`mfkeras.fusion.litert`.
+    """
+    stack_head = to_stack_head(network)
+
+    def project(frames):
+        features = network.branch(frames, training=False)
+        return {litert.PROJECTION: stack_head.projector(features, training=False)}
+
+    def tail(pre_activation):
+        return {litert.SCORES: stack_head.tail(pre_activation, training=False)}
+
+    frames = [tf.TensorSpec((None, None, None, 1), tf.float32, name=litert.FRAMES)]
+    pre = [tf.TensorSpec((None, None, None, stack_head.units), tf.float32, name=litert.PRE_ACTIVATION)]
+    project_bytes = _convert_function(
+        project, frames, (network.branch, stack_head.projector), "float32"
+    )
+    tail_bytes = _convert_function(tail, pre, (stack_head.tail,), "float32")
+    return project_bytes, tail_bytes, stack_head
+
+
+def write_litert_bundle(network: ScoreNetwork, directory: str, name: str) -> dict:
+    """Writes the LiteRT backend's files for a strided float32 network into ``directory``.
+
+    Args:
+        network: the all-convolutional network (not dense).
+        directory: the bundle folder, created if needed (``saved_models/<name>/litert``
+            for a shipped model).
+        name: the model's name, recorded in the manifest.
+
+    Returns:
+        ``{file name: size in bytes}`` of what was written.
+    """
+    if network.dense:
+        raise ValueError("The LiteRT backend runs the strided network. Received: a dense network.")
+    project_bytes, tail_bytes, stack_head = convert_stack(network)
+    payloads = {
+        litert.PAIR_FILE: convert(network, "float32"),
+        litert.PROJECT_FILE: project_bytes,
+        litert.TAIL_FILE: tail_bytes,
+    }
+    manifest = {
+        "name": name,
+        "model_config": network.config.to_dict(),
+        "units": int(stack_head.units),
+        "bias": [float(b) for b in stack_head.bias],
+        "files": sorted(payloads),
+        "tensorflow": tf.__version__,
+    }
+    payloads[litert.MANIFEST_FILE] = (json.dumps(manifest, indent=2) + "\n").encode()
+    os.makedirs(directory, exist_ok=True)
+    for file_name, payload in payloads.items():
+        write_bytes_atomic(os.path.join(directory, file_name), payload)
+    return {file_name: len(payload) for file_name, payload in payloads.items()}
 
 
 def interpreter_package() -> str:
@@ -243,7 +310,7 @@ def tiled_scores(run_tile, network: ScoreNetwork, gray_a, gray_b, tile_size: int
     height, width = np.shape(gray_a)
     scores = np.empty(network.output_shape_for(height, width), np.float32)
     canvas = np.zeros((3, 1, tile_size, tile_size, 1), np.float32)
-    for tile in inference.plan_tiles(network, height, width, tile_size):
+    for tile in scoring.plan_tiles(network, height, width, tile_size):
         rows = tile.image_rows.stop - tile.image_rows.start
         cols = tile.image_cols.stop - tile.image_cols.start
         canvas[:] = 0.0

@@ -8,7 +8,9 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["align", "blending", "decision", "inference", "options", "pipeline", "result"],
+    submodules=[
+        "align", "blending", "decision", "inference", "litert", "options", "pipeline", "result", "scoring",
+    ],
     submod_attrs={
         "options": [
             "FusionOptions",
@@ -21,6 +23,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "ALIGN_METHODS",
         ],
         "result": ["FusionResult"],
+        "litert": ["LiteRTNetwork"],
         "pipeline": ["fuse", "fuse_scored_pair", "as_score_network", "to_gray", "to_unit_range", "validate_images"],
         "decision": [
             "focus_map",

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mfkeras.fusion import inference
+from mfkeras.fusion import scoring
 from mfkeras.fusion.blending import blend, blend_stack
 from mfkeras.fusion.decision import (
     first_argmax,
@@ -17,54 +17,82 @@ from mfkeras.fusion.decision import (
     verify_consistency,
     verify_label_consistency,
 )
+from mfkeras.fusion.litert import LiteRTNetwork
 from mfkeras.fusion.options import FusionOptions
 from mfkeras.fusion.result import FusionResult
+from mfkeras.fusion.timing import NO_TIMES
 from mfkeras.io.color import to_gray, to_unit_range
 from mfkeras.io.validate import validate_images
-from mfkeras.network import precision
-from mfkeras.network.convert import ScoreNetwork, as_score_network
+
+# LiteRT-only options (the LiteRT backend runs the shipped float32 strided networks).
+_KERAS_ONLY = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
 
 
-def fuse(images: Sequence[np.ndarray], model, options: FusionOptions = FusionOptions()) -> FusionResult:
+def fuse(
+    images: Sequence[np.ndarray], model, options: FusionOptions = FusionOptions(), times=None
+) -> FusionResult:
     """Fuses two or more registered multi-focus images.
 
     Args:
         images: equal-size images, gray or RGB, uint8, uint16 or float in [0, 1].
-        model: a Keras patch model or a :class:`ScoreNetwork`.
+        model: a Keras patch model, a :class:`ScoreNetwork` (Keras backend) or a
+            :class:`mfkeras.fusion.litert.LiteRTNetwork` (LiteRT backend, no TensorFlow).
         options: the fusion switches.
+        times: a :class:`mfkeras.fusion.timing.StageTimes` to add the seconds of the
+            score, decision, refine and blend stages to (None: not timed).
 
     Returns:
         A :class:`FusionResult` (see there for the map shapes of stacks).
     """
     images = validate_images(images)
-    network = precision.compute_network(as_score_network(model, dense=options.dense), options.inference_dtype)
+    times = times if times is not None else NO_TIMES
+    network = _scoring_network(model, options)
     tile_side = _tile_side(network, options)
     if len(images) > 2 and options.stack_method == "joint":
-        return _fuse_stack(images, network, options, tile_side)
-    result = _fuse_pair(images[0], images[1], network, options, tile_side)
+        return _fuse_stack(images, network, options, tile_side, times)
+    result = _fuse_pair(images[0], images[1], network, options, tile_side, times)
     if len(images) == 2:
         return result
     steps, source_index = [result], result.source_index
     for number, image in enumerate(images[2:], start=2):
-        result = _fuse_pair(result.fused, image, network, options, tile_side)
+        result = _fuse_pair(result.fused, image, network, options, tile_side, times)
         source_index = np.where(result.decision, source_index, number)
         steps.append(result)
     return dataclasses.replace(result, source_index=source_index, steps=steps)
 
 
-def _tile_side(network: ScoreNetwork, options: FusionOptions):
-    if options.max_tile_side is not None:
-        return options.max_tile_side
-    if options.memory_budget_mb is not None:
-        # Pairs, sequential steps and joint stacks alike run the network on two images at a time.
-        return inference.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
-    return None
+def as_score_network(model, dense: bool = False):
+    """The Keras score network of a patch model, converted once (imports TensorFlow).
+
+    See :func:`mfkeras.network.convert.as_score_network`; here so that importing this
+    module stays free of TensorFlow.
+    """
+    from mfkeras.network.convert import as_score_network as convert
+
+    return convert(model, dense=dense)
 
 
-def _fuse_pair(first, second, network, options: FusionOptions, tile_side) -> FusionResult:
-    gray_a = to_gray(to_unit_range(first))
-    gray_b = to_gray(to_unit_range(second))
-    scores = inference.score_map(
+def _scoring_network(model, options: FusionOptions):
+    """The network that scores: a LiteRT network as it is, else the Keras score network."""
+    if isinstance(model, LiteRTNetwork):
+        unsupported = [k for k, v in _KERAS_ONLY.items() if getattr(options, k) != v]
+        if unsupported:
+            raise ValueError(
+                f"The LiteRT backend runs the strided float32 network: {', '.join(unsupported)} "
+                "need the Keras backend (a Keras patch model)."
+            )
+        return model
+    from mfkeras.network import precision
+
+    return precision.compute_network(as_score_network(model, dense=options.dense), options.inference_dtype)
+
+
+def _pair_scores(network, gray_a, gray_b, options: FusionOptions, tile_side):
+    if isinstance(network, LiteRTNetwork):
+        return network.score_map(gray_a, gray_b, symmetric=options.symmetric, max_tile_side=tile_side)
+    from mfkeras.fusion import inference
+
+    return inference.score_map(
         network,
         gray_a,
         gray_b,
@@ -72,10 +100,36 @@ def _fuse_pair(first, second, network, options: FusionOptions, tile_side) -> Fus
         max_tile_side=tile_side,
         jit_compile=options.jit_compile,
     )
-    return fuse_scored_pair(first, second, (gray_a, gray_b), scores, network, options)
 
 
-def fuse_scored_pair(first, second, grays, scores, network, options: FusionOptions) -> FusionResult:
+def _stack_scores(network, grays, options: FusionOptions, tile_side):
+    if isinstance(network, LiteRTNetwork):
+        return network.stack_scores(grays, max_tile_side=tile_side)
+    from mfkeras.fusion import inference
+
+    return inference.stack_scores(network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile)
+
+
+def _tile_side(network, options: FusionOptions):
+    if options.max_tile_side is not None:
+        return options.max_tile_side
+    if options.memory_budget_mb is not None:
+        # Pairs, sequential steps and joint stacks alike run the network on two images at a time.
+        return scoring.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
+    return None
+
+
+def _fuse_pair(first, second, network, options: FusionOptions, tile_side, times) -> FusionResult:
+    with times.stage("score"):
+        gray_a = to_gray(to_unit_range(first))
+        gray_b = to_gray(to_unit_range(second))
+        scores = _pair_scores(network, gray_a, gray_b, options, tile_side)
+    return fuse_scored_pair(first, second, (gray_a, gray_b), scores, network, options, times)
+
+
+def fuse_scored_pair(
+    first, second, grays, scores, network, options: FusionOptions, times=None
+) -> FusionResult:
     """The steps after scoring: focus map, decision, consistency, refinement, blend.
 
     Used by :func:`fuse` and by anything that computes score maps another way (the
@@ -88,32 +142,49 @@ def fuse_scored_pair(first, second, grays, scores, network, options: FusionOptio
         scores: their (H', W') score map.
         network: what scored them (its ``stride`` and ``patch_size`` place the scores).
         options: the fusion switches.
+        times: as for :func:`fuse`.
 
     Returns:
         The pair's :class:`FusionResult`.
     """
+    times = times if times is not None else NO_TIMES
     gray_a, gray_b = grays
-    focus = focus_map(scores, gray_a.shape, network.stride, network.patch_size)
-    initial = focus > 0.5
-    decision = verify_consistency(initial, options)
-    final = refine_decision(decision, gray_a, gray_b, options)
-    if options.clip_weights:
-        np.clip(final, 0.0, 1.0, out=final)
-    fused = blend(first, second, final)
+    with times.stage("decision"):
+        focus = focus_map(scores, gray_a.shape, network.stride, network.patch_size)
+        initial = focus > 0.5
+        decision = verify_consistency(initial, options)
+    with times.stage("refine"):
+        final = refine_decision(decision, gray_a, gray_b, options)
+        if options.clip_weights:
+            np.clip(final, 0.0, 1.0, out=final)
+    with times.stage("blend"):
+        fused = blend(first, second, final)
     source_index = np.where(decision, 0, 1).astype(np.int32)
     return FusionResult(fused, scores, focus, initial, decision, final, source_index)
 
 
-def _fuse_stack(images, network, options: FusionOptions, tile_side) -> FusionResult:
-    grays = [to_gray(to_unit_range(image)) for image in images]
-    scores = inference.stack_scores(network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile)
+def _fuse_stack(images, network, options: FusionOptions, tile_side, times) -> FusionResult:
+    with times.stage("score"):
+        grays = [to_gray(to_unit_range(image)) for image in images]
+        scores = _stack_scores(network, grays, options, tile_side)
     shape = grays[0].shape
-    focus = np.stack([focus_map(s, shape, network.stride, network.patch_size) for s in scores])
-    initial = first_argmax(focus)
-    labels = verify_label_consistency(initial, len(images), options)
+    with times.stage("decision"):
+        focus = np.stack([focus_map(s, shape, network.stride, network.patch_size) for s in scores])
+        initial = first_argmax(focus)
+        labels = verify_label_consistency(initial, len(images), options)
+    with times.stage("refine"):
+        weights = _stack_weights(labels, grays, options)
+    with times.stage("blend"):
+        fused = blend_stack(images, weights[1:])
+    return FusionResult(fused, scores, focus, initial, labels, weights, labels)
+
+
+def _stack_weights(labels, grays, options: FusionOptions) -> np.ndarray:
+    """Refined one-hot weights of every frame, normalised to sum to 1 at each pixel."""
+    count, shape = len(grays), grays[0].shape
     guide = np.choose(labels, grays)
-    weights = np.empty((len(images), *shape), np.float32)
-    for label in range(len(images)):
+    weights = np.empty((count, *shape), np.float32)
+    for label in range(count):
         one_hot = (labels == label).astype(np.float32)
         weights[label] = refine_weights(one_hot, guide, options)
     if options.clip_weights or options.refine != "none":
@@ -121,8 +192,6 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side) -> FusionRes
     total = weights.sum(axis=0)
     empty = total <= 1e-6
     weights /= np.where(empty, 1.0, total)
-    for label in range(len(images)):
+    for label in range(count):
         weights[label][empty] = labels[empty] == label
-    fused = blend_stack(images, weights[1:])
-    return FusionResult(fused, scores, focus, initial, labels, weights, labels)
-
+    return weights

@@ -5,7 +5,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["config", "convert", "model", "precision", "released", "zoo"],
+    submodules=["config", "convert", "geometry", "model", "precision", "released", "zoo"],
     submod_attrs={
         "config": ["ModelConfig", "PRESETS", "POOL", "get_preset"],
         "model": ["build_branch", "build_patch_model", "config_from_model"],
@@ -20,6 +20,14 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "precision": ["cast_network", "compute_network"],
         "released": ["liu2017_keras_weights", "load_liu2017_mat", "read_liu2017_mat"],
-        "zoo": ["ModelNotFoundError", "available_models", "load_patch_model", "model_card", "resolve_model_path"],
+        "zoo": [
+            "ModelNotFoundError",
+            "available_models",
+            "litert_dir",
+            "load_litert_network",
+            "load_patch_model",
+            "model_card",
+            "resolve_model_path",
+        ],
     },
 )

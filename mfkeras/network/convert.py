@@ -18,10 +18,8 @@ import keras
 import numpy as np
 
 from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.geometry import IMAGE_A, IMAGE_B, ScoreGeometry, output_length, receptive_field
 from mfkeras.network.model import BRANCH_NAME, config_from_model
-
-IMAGE_A = "image_a"
-IMAGE_B = "image_b"
 
 
 @keras.saving.register_keras_serializable(package="mfkeras")
@@ -155,39 +153,14 @@ class ScoreNetwork:
         """Side of the window each score describes."""
         return self.config.patch_size
 
+    @property
+    def geometry(self) -> ScoreGeometry:
+        """Stride, window and halo without the Keras models (what tiling needs)."""
+        return ScoreGeometry(self.config, self.dense)
+
     def output_shape_for(self, height: int, width: int) -> tuple:
         """Returns the score-map shape for an image of the given size."""
-        return tuple(_output_length(self.config, n, self.dense, cropped=True) for n in (height, width))
-
-
-def _output_length(config: ModelConfig, length: int, dense: bool, cropped: bool = False) -> int:
-    dilation = 1
-    for item in config.branch_layers:
-        if item == POOL:
-            if dense:
-                length = length - dilation if config.padding == "valid" else length
-                dilation *= 2
-            else:
-                length = length // 2 if config.padding == "valid" else -(-length // 2)
-        elif config.padding == "valid":
-            length -= (config.kernel_size - 1) * (dilation if dense else 1)
-    length -= (config.feature_size - 1) * (dilation if dense else 1)
-    if cropped and dense and config.padding == "valid":
-        length -= _output_length(config, config.patch_size, dense) - 1
-    return length
-
-
-def _receptive_field(config: ModelConfig) -> int:
-    """Pixels beyond a window's edge that reach its score through 'same' padding."""
-    if config.padding == "valid":
-        return 0
-    halo, scale = 0, 1
-    for item in config.branch_layers:
-        if item == POOL:
-            scale *= 2
-        else:
-            halo += (config.kernel_size // 2) * scale
-    return halo
+        return self.geometry.output_shape_for(height, width)
 
 
 def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> ScoreNetwork:
@@ -221,7 +194,7 @@ def to_fully_convolutional(patch_model: keras.Model, dense: bool = False) -> Sco
         config=config,
         stride=1 if dense else config.stride,
         dense=dense,
-        receptive_field=_receptive_field(config),
+        receptive_field=receptive_field(config),
     )
 
 
@@ -282,7 +255,7 @@ def _rebuild_head(patch_model: keras.Model, config: ModelConfig, dilation: int, 
         )
         y = conv(y)
         weights.append((conv, [kernel, bias]))
-    excess = _output_length(config, config.patch_size, dense) - 1
+    excess = output_length(config, config.patch_size, dense) - 1
     if excess > 0 and config.padding == "valid":
         # Floor pooling ignores the last rows of a window, so the a trous network also
         # scores offsets whose full window leaves the image; those are cut away.

@@ -20,6 +20,7 @@ SAVED_MODELS_DIR = _data_dir("saved_models")
 DEMO_DIR = _data_dir("demo")
 MODEL_FILE = "patch_model.keras"
 CARD_FILE = "model_card.json"
+LITERT_DIR = "litert"
 # The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
 DEFAULT_MODEL = "liu2017_single_fc"
 
@@ -73,6 +74,32 @@ def resolve_model_path(spec: str | None = None, directory: Path = SAVED_MODELS_D
             "released weights with load_liu2017_mat(path)."
         )
     return path
+
+
+def litert_dir(spec: str | None = None, directory: Path = SAVED_MODELS_DIR) -> Path | None:
+    """The LiteRT bundle of a shipped model (``<name>/litert``), or None if it has none.
+
+    Only shipped models (by name, or None for the default) have bundles; ``.keras`` and
+    ``.mat`` files run on the Keras backend.
+    """
+    if spec is not None and str(spec).lower().endswith((".mat", ".keras")):
+        return None
+    bundle = directory / str(spec or DEFAULT_MODEL) / LITERT_DIR
+    return bundle if (bundle / "litert.json").is_file() else None
+
+
+def load_litert_network(spec: str | None = None, directory: Path = SAVED_MODELS_DIR, num_threads=None):
+    """Loads a shipped model's LiteRT bundle (no TensorFlow); see :func:`litert_dir`."""
+    from mfkeras.fusion.litert import LiteRTNetwork
+
+    bundle = litert_dir(spec, directory)
+    if bundle is None:
+        resolve_model_path(spec, directory)  # names a missing model clearly
+        raise ModelNotFoundError(
+            f"Model {spec or DEFAULT_MODEL!r} has no LiteRT files (saved_models/<name>/{LITERT_DIR}); "
+            "write them with mfkeras-export --litert_dir, or use the Keras backend."
+        )
+    return LiteRTNetwork(bundle, num_threads=num_threads)
 
 
 def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mfkeras.fusion import inference
+from mfkeras.fusion import inference, scoring
 from mfkeras.io import color
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.convert import to_fully_convolutional, to_stack_head
@@ -23,7 +23,7 @@ def test_tiled_score_map_equals_untiled(config, dense):
     model = randomize_weights(build_patch_model(config), seed=1, scale=0.05)
     network = to_fully_convolutional(model, dense=dense)
     a, b = _pair((131, 150), seed=2)
-    tiles = inference.plan_tiles(network, 131, 150, 56)
+    tiles = scoring.plan_tiles(network, 131, 150, 56)
     rows = {t.score_rows.start for t in tiles}
     cols = {t.score_cols.start for t in tiles}
     assert len(rows) >= 2 and len(cols) >= 2  # several tiles in both directions
@@ -36,7 +36,7 @@ def test_tiles_cover_the_score_map_exactly_once():
     network = to_fully_convolutional(build_patch_model("liu2017_single_fc"))
     shape = network.output_shape_for(300, 211)
     hits = np.zeros(shape, int)
-    for tile in inference.plan_tiles(network, 300, 211, 64):
+    for tile in scoring.plan_tiles(network, 300, 211, 64):
         hits[tile.score_rows, tile.score_cols] += 1
         assert tile.image_rows.start % network.stride == 0
     assert (hits == 1).all()
@@ -44,8 +44,8 @@ def test_tiles_cover_the_score_map_exactly_once():
 
 def test_memory_budget_sets_a_tile_side_that_grows_with_the_budget():
     network = to_fully_convolutional(build_patch_model("liu2017_single_fc"))
-    small = inference.tile_side_for_budget(network, 64 * 2**20)
-    large = inference.tile_side_for_budget(network, 1024 * 2**20)
+    small = scoring.tile_side_for_budget(network, 64 * 2**20)
+    large = scoring.tile_side_for_budget(network, 1024 * 2**20)
     assert 32 <= small < large
     # Activations scale with the tile area: 16x the budget gives about 4x the side.
     assert 3.5 <= large / small <= 4.5

@@ -1,0 +1,133 @@
+"""The LiteRT backend: score maps and stack scores from ``.tflite`` files, without TensorFlow.
+
+A LiteRT bundle is a folder (``saved_models/<name>/litert/`` for shipped models, written by
+``mfkeras-export --litert_dir``) holding three models and a manifest:
+
+* ``pair.tflite``: ``(image_a, image_b)`` [1, H, W, 1] float32 in [0, 1] -> ``score_map``
+  [1, H', W', 1], any size (the signature runner resizes the inputs);
+* ``project.tflite``: frames [B, H, W, 1] -> projections [B, H', W', 2U], the branch and the
+  first head layer without its bias, for the O(N) stack rule;
+* ``tail.tflite``: pre-activations [P, H', W', U] -> scores [P, H', W', 1];
+* ``litert.json``: the architecture (its geometry: stride, window, halo), U and the bias.
+
+Only ``ai_edge_litert``, NumPy and this package's TensorFlow-free modules are imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mfkeras.fusion import scoring
+from mfkeras.network.config import ModelConfig
+from mfkeras.network.geometry import IMAGE_A, IMAGE_B, ScoreGeometry
+
+MANIFEST_FILE = "litert.json"
+PAIR_FILE = "pair.tflite"
+PROJECT_FILE = "project.tflite"
+TAIL_FILE = "tail.tflite"
+SIGNATURE_KEY = "serving_default"
+SCORE_MAP = "score_map"
+FRAMES = "frames"
+PROJECTION = "projection"
+PRE_ACTIVATION = "pre_activation"
+SCORES = "scores"
+
+
+def make_interpreter(model, num_threads: int | None = None):
+    """A LiteRT interpreter for ``.tflite`` bytes or a file path, on ``num_threads`` threads."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model), num_threads=num_threads)
+    return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+
+
+def _runner(interpreter):
+    return interpreter.get_signature_runner(SIGNATURE_KEY)
+
+
+class LiteRTNetwork:
+    """A score network run by LiteRT interpreters, with the geometry of its architecture.
+
+    One interpreter per model file, created on first use and kept for the life of the
+    object (one per process when the CLI loads the model once).
+
+    Args:
+        directory: the bundle folder (see the module docstring).
+        num_threads: CPU threads per interpreter (default: every core).
+    """
+
+    def __init__(self, directory, num_threads: int | None = None):
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"No LiteRT bundle at {self.directory} (missing {MANIFEST_FILE}).")
+        manifest = json.loads(manifest_path.read_text())
+        self.name = manifest["name"]
+        self.config = ModelConfig.from_dict(manifest["model_config"])
+        self.geometry = ScoreGeometry(self.config, dense=False)
+        self.units = int(manifest["units"])
+        self.bias = np.asarray(manifest["bias"], np.float32)
+        self.num_threads = num_threads or os.cpu_count()
+        self._interpreters = {}
+
+    # The geometry that tiling and the decision steps read.
+    dense = False
+
+    @property
+    def stride(self) -> int:
+        """Pixels between neighbouring scores."""
+        return self.geometry.stride
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the window each score describes."""
+        return self.geometry.patch_size
+
+    @property
+    def receptive_field(self) -> int:
+        """Halo of 'same'-padded configs (0 for 'valid')."""
+        return self.geometry.receptive_field
+
+    def output_shape_for(self, height: int, width: int) -> tuple:
+        """Returns the score-map shape for an image of the given size."""
+        return self.geometry.output_shape_for(height, width)
+
+    def interpreter(self, file_name: str):
+        """The interpreter of one model file of the bundle, created once."""
+        if file_name not in self._interpreters:
+            self._interpreters[file_name] = make_interpreter(self.directory / file_name, self.num_threads)
+        return self._interpreters[file_name]
+
+    def score_map(self, gray_a, gray_b, symmetric: bool = False, max_tile_side: int | None = None):
+        """The score map of two gray images, as :func:`mfkeras.fusion.inference.score_map` gives it."""
+        run = _runner(self.interpreter(PAIR_FILE))
+        height, width = np.shape(gray_a)
+        scores = np.empty(self.output_shape_for(height, width), np.float32)
+        for tile in scoring.plan_tiles(self, height, width, max_tile_side):
+            a = np.asarray(gray_a[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
+            b = np.asarray(gray_b[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
+            local = run(**{IMAGE_A: a, IMAGE_B: b})[SCORE_MAP][0, :, :, 0]
+            if symmetric:
+                swapped = run(**{IMAGE_A: b, IMAGE_B: a})[SCORE_MAP][0, :, :, 0]
+                local = 0.5 * (local + 1.0 - swapped)
+            scores[tile.score_rows, tile.score_cols] = local[tile.local_rows, tile.local_cols]
+        return scores
+
+    def stack_scores(self, grays: list, max_tile_side: int | None = None):
+        """Scores of every frame of a stack, as :func:`mfkeras.fusion.inference.stack_scores`."""
+        project = _runner(self.interpreter(PROJECT_FILE))
+        tail = _runner(self.interpreter(TAIL_FILE))
+        return scoring.stack_scores(
+            self,
+            grays,
+            lambda frames: project(**{FRAMES: frames})[PROJECTION],
+            lambda pre_activation: tail(**{PRE_ACTIVATION: np.ascontiguousarray(pre_activation)})[SCORES],
+            self.units,
+            self.bias,
+            max_tile_side,
+        )

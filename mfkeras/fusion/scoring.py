@@ -1,0 +1,160 @@
+"""Backend-independent scoring: tile plans, memory estimates and the O(N) stack rule.
+
+Large images are scored in overlapping tiles. Each tile carries the network's
+receptive halo and starts on the stride grid, so the stitched map equals the
+untiled one; only memory changes. Everything here is NumPy over a network's
+geometry (``stride``, ``patch_size``, ``receptive_field``, ``config``, ``dense``,
+``output_shape_for``), which both the Keras and the LiteRT backends provide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+
+from mfkeras.network.config import POOL
+
+_FLOAT_BYTES = 4
+# Measured peak-to-estimate ratio of TensorFlow's CPU convolutions (workspace, copies).
+_MEMORY_SAFETY = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One tile: the image region to run and where its scores go.
+
+    Attributes:
+        image_rows, image_cols: slices of the image fed to the network.
+        score_rows, score_cols: slices of the full score map this tile fills.
+        local_rows, local_cols: the matching slices of the tile's own score map.
+    """
+
+    image_rows: slice
+    image_cols: slice
+    score_rows: slice
+    score_cols: slice
+    local_rows: slice
+    local_cols: slice
+
+
+def _plan_axis(network, length: int, max_side: int | None) -> list:
+    total = network.output_shape_for(length, length)[0]
+    if max_side is None or length <= max_side:
+        return [(0, length, 0, total, 0)]
+    stride, patch, halo = network.stride, network.patch_size, network.receptive_field
+    per_tile = max(1, (max_side - patch - 2 * halo - 2 * stride) // stride + 1)
+    spans = []
+    for first in range(0, total, per_tile):
+        last = min(total, first + per_tile)
+        start = max(0, ((stride * first - halo) // stride) * stride)
+        stop = min(length, -(-(stride * (last - 1) + patch + halo) // stride) * stride)
+        spans.append((start, stop, first, last, first - start // stride))
+    return spans
+
+
+def plan_tiles(network, height: int, width: int, max_side: int | None) -> list:
+    """Splits an image into tiles whose stitched scores equal the whole-image scores.
+
+    Args:
+        network: the score network (its stride, window and halo set the overlap).
+        height: image height.
+        width: image width.
+        max_side: largest tile side in pixels, or None for one tile.
+
+    Returns:
+        A list of :class:`Tile`.
+    """
+    if max_side is not None and max_side < 2 * network.patch_size:
+        raise ValueError(f"Tiles must be at least {2 * network.patch_size} pixels. Received {max_side}.")
+    tiles = []
+    for r0, r1, j0, j1, jl in _plan_axis(network, height, max_side):
+        for c0, c1, i0, i1, il in _plan_axis(network, width, max_side):
+            tiles.append(
+                Tile(
+                    slice(r0, r1), slice(c0, c1), slice(j0, j1), slice(i0, i1),
+                    slice(jl, jl + j1 - j0), slice(il, il + i1 - i0),
+                )
+            )
+    return tiles
+
+
+def bytes_per_pixel(network, images: int = 2) -> float:
+    """Estimated peak bytes per input pixel when scoring ``images`` images at once."""
+    config = network.config
+    scale, channels, peak = 1, 1, 0.0
+    for item in config.branch_layers:
+        if item == POOL:
+            if not network.dense:
+                scale *= 4
+            continue
+        peak = max(peak, (channels + item) / scale)
+        channels = item
+    return _FLOAT_BYTES * images * peak * _MEMORY_SAFETY
+
+
+def tile_side_for_budget(network, budget_bytes: float, images: int = 2) -> int:
+    """Largest tile side whose network activations fit ``budget_bytes``."""
+    side = int(math.sqrt(budget_bytes / bytes_per_pixel(network, images)))
+    return max(2 * network.patch_size, side)
+
+
+# Frames per call of the per-image projection, as in the pair path (the tile side was sized
+# for two): larger batches only spill the caches.
+FRAMES_PER_CALL = 2
+
+
+def stack_scores(
+    network,
+    grays: list,
+    project: Callable[[np.ndarray], np.ndarray],
+    tail: Callable[[np.ndarray], np.ndarray],
+    units: int,
+    bias: np.ndarray,
+    max_tile_side: int | None = None,
+) -> np.ndarray:
+    """Scores every image of a stack against every other in O(N) network work.
+
+    The branch and the first head layer (``project``) run once per image; only the
+    cheap rest of the head (``tail``) runs per ordered pair. Image i's score is the
+    mean over k != i of ``(s(i, k) + 1 - s(k, i)) / 2``.
+
+    Args:
+        network: the network's geometry (a ScoreNetwork or the LiteRT network).
+        grays: N >= 2 gray (H, W) float images in [0, 1].
+        project: (B, h, w, 1) float32 frames -> (B, h', w', 2U) projections.
+        tail: (P, h', w', U) pre-activations -> (P, h', w', 1) scores.
+        units: U, the width of the first head layer.
+        bias: (U,) bias of the first head layer.
+        max_tile_side: tile side bound in pixels; None scores whole images.
+
+    Returns:
+        (N, H', W') float32 scores, one map per image.
+    """
+    count = len(grays)
+    height, width = grays[0].shape
+    # Pairs per call of the head's tail: their inputs stay within the two-image network's memory.
+    pair_bytes_per_pixel = _FLOAT_BYTES * units / network.stride**2
+    pairs_per_call = int(np.clip(bytes_per_pixel(network, FRAMES_PER_CALL) / pair_bytes_per_pixel, 1, 16))
+    scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
+    pairs = [(i, k) for i in range(count) for k in range(count) if i != k]
+    for tile in plan_tiles(network, height, width, max_tile_side):
+        batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
+        projected = [project(batch[start : start + FRAMES_PER_CALL]) for start in range(0, count, FRAMES_PER_CALL)]
+        projections = [chunk[index : index + 1] for chunk in projected for index in range(chunk.shape[0])]
+        u = [p[..., :units] + bias for p in projections]
+        v = [p[..., units:] for p in projections]
+        local = None
+        for batch_start in range(0, len(pairs), pairs_per_call):
+            batch = pairs[batch_start : batch_start + pairs_per_call]
+            pair_scores = tail(np.concatenate([u[i] + v[k] for i, k in batch], axis=0))[..., 0]
+            if local is None:
+                local = np.zeros((count, *pair_scores.shape[1:]), np.float32)
+            for (i, k), s in zip(batch, pair_scores):
+                local[i] += 0.5 * s
+                local[k] += 0.5 * (1.0 - s)
+        local /= count - 1
+        scores[:, tile.score_rows, tile.score_cols] = local[:, tile.local_rows, tile.local_cols]
+    return scores

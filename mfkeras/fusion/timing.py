@@ -1,0 +1,38 @@
+"""Seconds spent in each stage of a fusion (decode, score, decision, refine, blend, encode)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+# The stages in pipeline order, as ``mfkeras-fuse --timings`` prints them.
+STAGES = ("load_model", "decode", "align", "score", "decision", "refine", "blend", "encode")
+
+
+class StageTimes(dict):
+    """``{stage: seconds}``, summed over every pass through a stage (stack steps, tiles)."""
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Adds the wall time of the ``with`` block to ``self[name]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+
+    def summary(self) -> str:
+        """One line: the stages in pipeline order, then any others, and their total."""
+        names = [s for s in STAGES if s in self] + sorted(set(self) - set(STAGES))
+        parts = [f"{name} {self[name]:.3f}" for name in names]
+        return f"Timings (s): {', '.join(parts)}; total {sum(self.values()):.3f}"
+
+
+class _NoTimes:
+    """Stands in for :class:`StageTimes` when nobody asked for timings."""
+
+    def stage(self, name: str):
+        return contextlib.nullcontext()
+
+
+NO_TIMES = _NoTimes()

@@ -1,0 +1,161 @@
+"""The LiteRT backend: the same scores, stacks and fused images as the Keras backend, no TensorFlow."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mfkeras.fusion import FusionOptions, inference, pipeline
+from mfkeras.fusion.litert import LiteRTNetwork
+from mfkeras.io import images
+from mfkeras.network import zoo
+from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.convert import to_fully_convolutional
+from mfkeras.network.model import build_patch_model
+
+from conftest import randomize_weights, shared_path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = {
+    "same": ModelConfig("tiny_same", (4, POOL, 8), (8,)),
+    "valid_single_fc": ModelConfig("tiny_valid", (4, POOL, 8), (), padding="valid"),
+}
+
+
+def _textured(shape, seed):
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.random(shape), (0, 0), 1.2)
+    return ((image - image.min()) / (image.max() - image.min())).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def networks(request, tmp_path_factory):
+    """(Keras score network, LiteRT network) of one tiny random model."""
+    from mfkeras.deploy import tflite
+
+    model = randomize_weights(build_patch_model(CONFIGS[request.param]), seed=4, scale=0.3)
+    network = to_fully_convolutional(model)
+    bundle = tmp_path_factory.mktemp("litert")
+    written = tflite.write_litert_bundle(network, str(bundle), model.name)
+    assert set(written) == {"pair.tflite", "project.tflite", "tail.tflite", "litert.json"}
+    return network, LiteRTNetwork(bundle)
+
+
+def test_geometry_matches_the_keras_network(networks):
+    network, lite = networks
+    assert (lite.stride, lite.patch_size, lite.receptive_field) == (
+        network.stride, network.patch_size, network.receptive_field
+    )
+    assert lite.output_shape_for(67, 90) == network.output_shape_for(67, 90)
+
+
+def test_score_maps_match_keras_tiled_untiled_and_symmetric(networks):
+    network, lite = networks
+    a, b = _textured((67, 90), 1), _textured((67, 90), 2)
+    keras_scores = inference.score_map(network, a, b)
+    np.testing.assert_allclose(lite.score_map(a, b), keras_scores, atol=1e-5)
+    np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=40), lite.score_map(a, b), atol=1e-5)
+    symmetric = lite.score_map(a, b, symmetric=True)
+    np.testing.assert_allclose(symmetric, inference.score_map(network, a, b, symmetric=True), atol=1e-5)
+    np.testing.assert_allclose(lite.score_map(b, a, symmetric=True), 1.0 - symmetric, atol=1e-5)
+
+
+def test_stack_scores_match_keras_tiled_and_untiled(networks):
+    network, lite = networks
+    grays = [_textured((50, 61), seed) for seed in range(4)]
+    expected = inference.stack_scores(network, grays)
+    np.testing.assert_allclose(lite.stack_scores(grays), expected, atol=1e-5)
+    np.testing.assert_allclose(lite.stack_scores(grays, max_tile_side=40), expected, atol=1e-5)
+
+
+def test_fusion_with_either_backend_agrees(networks):
+    network, lite = networks
+    sources = [(_textured((64, 80, 3), seed) * 255).astype(np.uint8) for seed in (5, 6, 7)]
+    for frames in (sources[:2], sources):
+        keras_result = pipeline.fuse(frames, network)
+        lite_result = pipeline.fuse(frames, lite)
+        assert np.mean(lite_result.decision == keras_result.decision) >= 0.999
+        assert np.abs(lite_result.fused.astype(int) - keras_result.fused).mean() <= 0.5
+
+
+@pytest.mark.parametrize(
+    "options", [FusionOptions(dense=True), FusionOptions(inference_dtype="bfloat16"), FusionOptions(jit_compile=True)]
+)
+def test_keras_only_options_are_refused_by_name(networks, options):
+    _, lite = networks
+    frame = (_textured((32, 32), 0) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match="LiteRT backend runs the strided float32 network"):
+        pipeline.fuse([frame, frame], lite, options)
+
+
+def test_missing_bundle_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No LiteRT bundle"):
+        LiteRTNetwork(tmp_path)
+    with pytest.raises(zoo.ModelNotFoundError, match="no LiteRT files"):
+        zoo.load_litert_network("liu2017")
+
+
+@pytest.mark.slow
+def test_shipped_bundle_matches_a_fresh_export(tmp_path):
+    from mfkeras.deploy import tflite
+
+    shipped = zoo.litert_dir()
+    assert shipped is not None, "the default model ships its LiteRT files"
+    network = to_fully_convolutional(zoo.load_patch_model())
+    tflite.write_litert_bundle(network, str(tmp_path), zoo.DEFAULT_MODEL)
+    for name in ("pair.tflite", "project.tflite", "tail.tflite"):
+        assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
+
+
+def _parity_pairs():
+    pairs = [tuple(str(p) for p in zoo.demo_pair())]
+    lytro = REPO_ROOT.parent / "shared" / "data" / "lytro"
+    for number in ("01", "02"):
+        if (lytro / f"lytro_{number}_A.jpg").is_file():
+            pairs.append((str(lytro / f"lytro_{number}_A.jpg"), str(lytro / f"lytro_{number}_B.jpg")))
+    return pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", _parity_pairs(), ids=lambda p: Path(p[0]).stem)
+def test_shipped_default_parity_with_keras(pair):
+    sources = [images.read_image(path) for path in pair]
+    keras_result = pipeline.fuse(sources, zoo.load_patch_model())
+    lite_result = pipeline.fuse(sources, zoo.load_litert_network())
+    assert np.abs(lite_result.score_map - keras_result.score_map).max() <= 1e-4
+    assert np.mean(lite_result.decision == keras_result.decision) >= 0.999
+    assert np.abs(lite_result.fused.astype(int) - keras_result.fused).mean() <= 0.5
+
+
+BLOCK_TENSORFLOW = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ImportError(f"blocked import of {name}")
+sys.meta_path.insert(0, Block())
+sys.argv = ["mfkeras-fuse", *sys.argv[1:]]
+from mfkeras.cli import fuse
+fuse.run()
+"""
+
+
+def test_cli_fuses_with_litert_and_never_imports_tensorflow(tmp_path):
+    out = tmp_path / "fused.png"
+    a, b = (str(p) for p in zoo.demo_pair())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TENSORFLOW, a, b, "-o", str(out), "--backend=litert", "--timings"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "(litert)" in proc.stdout
+    stages = proc.stderr.strip().splitlines()[-1]
+    for stage in ("decode", "score", "decision", "refine", "blend", "encode"):
+        assert f" {stage} " in stages, stages
+    expected = pipeline.fuse([images.read_image(a), images.read_image(b)], zoo.load_patch_model()).fused
+    assert np.abs(images.read_image(str(out)).astype(int) - expected).mean() <= 0.5
