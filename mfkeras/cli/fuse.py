@@ -51,6 +51,8 @@ flags.DEFINE_enum(
     "(any model, --dense, --inference_dtype, --jit_compile, GPUs), or auto (litert where it can).",
 )
 flags.DEFINE_bool("timings", False, "Print the seconds of each stage (decode, score, ..., encode).")
+flags.DEFINE_bool("verbose", False, "Let TensorFlow's and LiteRT's own log lines through to stderr.")
+flags.DEFINE_bool("quiet", False, "Print nothing but errors: no summary line, no progress bar.")
 flags.DEFINE_bool(
     "demo", False, f"Fuse the bundled demo pair into ./{DEMO_OUTPUT_DIR}/ (image, maps, figure)."
 )
@@ -91,12 +93,27 @@ def choose_backend() -> str:
 
 
 def load_model(backend: str):
-    """The shipped model, .keras file or released weights, for ``backend``."""
+    """The shipped model, .keras file or released weights, for ``backend``.
+
+    Without --verbose, TensorFlow's start-up log lines (oneDNN, CUDA probing) are kept
+    off stderr: the import and the device scan happen here, inside the silenced block.
+    """
+    from mfkeras.io.stderr import native_stderr_silenced
     from mfkeras.network import zoo
 
     if backend == "litert":
-        return zoo.load_litert_network(FLAGS.model)
-    return zoo.load_patch_model(zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model))
+        return zoo.load_litert_network(FLAGS.model, quiet=not FLAGS.verbose)
+    with native_stderr_silenced(not FLAGS.verbose):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        return zoo.load_patch_model(zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model))
+
+
+def say(message: str) -> None:
+    """Prints a progress or summary line unless --quiet."""
+    if not FLAGS.quiet:
+        print(message)
 
 
 def fusion_options():
@@ -149,11 +166,11 @@ def run_batch() -> int:
     report = runner.fuse_batch(
         found, model, FLAGS.output_dir, fusion_options(), output_ext=FLAGS.output_ext,
         overwrite=FLAGS.overwrite, prepare=alignment_step(report=lambda line: None),
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty() and not FLAGS.quiet,
     )
     for failure in report["failures"]:
         print(f"  failed: {failure['stack']}: {failure['reason']}", file=sys.stderr)
-    print(
+    say(
         f"Batch: {report['fused']} fused, {report['skipped']} skipped (output exists), "
         f"{report['failed']} failed of {report['stacks']} stacks in {report['seconds']:.1f} s -> "
         f"{os.path.join(FLAGS.output_dir, runner.REPORT_FILE)}"
@@ -199,7 +216,7 @@ def fuse_one(positional) -> None:
     images.check_output_dtype(output, sources[0].dtype)
     from mfkeras import fusion
 
-    register = alignment_step()
+    register = alignment_step(report=say)
     if register is not None:
         with times.stage("align"):
             sources = register(sources)
@@ -208,7 +225,7 @@ def fuse_one(positional) -> None:
     result = fusion.fuse(sources, model, fusion_options(), times=times)
     with times.stage("encode"):
         images.write_image(output, result.fused)
-    print(f"Fused {len(paths)} images with {model.name} ({backend}) -> {output}")
+    say(f"Fused {len(paths)} images with {model.name} ({backend}) -> {output}")
     if FLAGS.timings:
         print(times.summary(), file=sys.stderr)
     write_extras(result, sources, maps_dir, plot)
@@ -223,10 +240,10 @@ def write_extras(result, sources, maps_dir, plot) -> None:
 
     if maps_dir:
         for path in visualize.save_maps(result, maps_dir):
-            print(f"  map: {path}")
+            say(f"  map: {path}")
     if plot:
         images.write_bytes_atomic(plot, visualize.figure_png(result, sources))
-        print(f"  figure: {plot}")
+        say(f"  figure: {plot}")
 
 
 def run():

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mfkeras.fusion import scoring
+from mfkeras.io.stderr import native_stderr_silenced
 from mfkeras.network.config import ModelConfig
 from mfkeras.network.geometry import IMAGE_A, IMAGE_B, ScoreGeometry
 
@@ -37,13 +38,23 @@ PRE_ACTIVATION = "pre_activation"
 SCORES = "scores"
 
 
-def make_interpreter(model, num_threads: int | None = None):
-    """A LiteRT interpreter for ``.tflite`` bytes or a file path, on ``num_threads`` threads."""
+def make_interpreter(model, num_threads: int | None = None, quiet: bool = True):
+    """A LiteRT interpreter for ``.tflite`` bytes or a file path, tensors allocated.
+
+    Args:
+        model: the ``.tflite`` bytes or the path of a ``.tflite`` file.
+        num_threads: CPU threads (None: the runtime's default).
+        quiet: keep the runtime's native log lines (delegate creation) off stderr.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(model), num_threads=num_threads)
-    return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+    else:
+        interpreter = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+    with native_stderr_silenced(quiet):
+        interpreter.allocate_tensors()  # creates the XNNPACK delegate, which logs
+    return interpreter
 
 
 def _runner(interpreter):
@@ -59,9 +70,10 @@ class LiteRTNetwork:
     Args:
         directory: the bundle folder (see the module docstring).
         num_threads: CPU threads per interpreter (default: every core).
+        quiet: keep the runtime's native log lines off stderr.
     """
 
-    def __init__(self, directory, num_threads: int | None = None):
+    def __init__(self, directory, num_threads: int | None = None, quiet: bool = True):
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST_FILE
         if not manifest_path.is_file():
@@ -73,6 +85,7 @@ class LiteRTNetwork:
         self.units = int(manifest["units"])
         self.bias = np.asarray(manifest["bias"], np.float32)
         self.num_threads = num_threads or os.cpu_count()
+        self.quiet = quiet
         self._interpreters = {}
 
     # The geometry that tiling and the decision steps read.
@@ -100,7 +113,9 @@ class LiteRTNetwork:
     def interpreter(self, file_name: str):
         """The interpreter of one model file of the bundle, created once."""
         if file_name not in self._interpreters:
-            self._interpreters[file_name] = make_interpreter(self.directory / file_name, self.num_threads)
+            self._interpreters[file_name] = make_interpreter(
+                self.directory / file_name, self.num_threads, self.quiet
+            )
         return self._interpreters[file_name]
 
     def score_map(self, gray_a, gray_b, symmetric: bool = False, max_tile_side: int | None = None):

@@ -4,7 +4,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["color", "config_json", "images", "validate"],
+    submodules=["color", "config_json", "images", "stderr", "validate"],
     submod_attrs={
         "images": [
             "IMAGE_EXTENSIONS",

@@ -88,8 +88,13 @@ def litert_dir(spec: str | None = None, directory: Path = SAVED_MODELS_DIR) -> P
     return bundle if (bundle / "litert.json").is_file() else None
 
 
-def load_litert_network(spec: str | None = None, directory: Path = SAVED_MODELS_DIR, num_threads=None):
-    """Loads a shipped model's LiteRT bundle (no TensorFlow); see :func:`litert_dir`."""
+def load_litert_network(
+    spec: str | None = None, directory: Path = SAVED_MODELS_DIR, num_threads=None, quiet: bool = True
+):
+    """Loads a shipped model's LiteRT bundle (no TensorFlow); see :func:`litert_dir`.
+
+    ``num_threads`` defaults to every core; ``quiet`` keeps the runtime's log lines off stderr.
+    """
     from mfkeras.fusion.litert import LiteRTNetwork
 
     bundle = litert_dir(spec, directory)
@@ -99,7 +104,7 @@ def load_litert_network(spec: str | None = None, directory: Path = SAVED_MODELS_
             f"Model {spec or DEFAULT_MODEL!r} has no LiteRT files (saved_models/<name>/{LITERT_DIR}); "
             "write them with mfkeras-export --litert_dir, or use the Keras backend."
         )
-    return LiteRTNetwork(bundle, num_threads=num_threads)
+    return LiteRTNetwork(bundle, num_threads=num_threads, quiet=quiet)
 
 
 def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR):

@@ -255,3 +255,26 @@ def test_positional_inputs_and_short_output_match_inputs_flag(workspace):
     np.testing.assert_array_equal(cv2.imread(str(positional)), cv2.imread(str(by_flag)))
     both = _run(str(workspace / "a.png"), f"--inputs={workspace / 'b.png'}", "-o", str(workspace / "x.png"), model)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+@pytest.mark.parametrize("backend", ["keras", "litert"])
+def test_terminal_shows_one_summary_line_and_no_native_logs(workspace, backend):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    a, b = (str(p) for p in _zoo_demo_pair())
+    args = [sys.executable, str(SCRIPT), a, b, "-o", str(workspace / f"quiet_{backend}.png"), f"--backend={backend}"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert proc.stdout.count("\n") == 1 and f"({backend})" in proc.stdout
+    quiet = subprocess.run([*args, "--overwrite", "--quiet"], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    verbose = subprocess.run([*args, "--overwrite", "--verbose"], capture_output=True, text=True, env=env)
+    assert verbose.returncode == 0
+    if backend == "keras":
+        assert "I0000" in verbose.stderr or "oneDNN" in verbose.stderr or "cuda" in verbose.stderr.lower()
+
+
+def _zoo_demo_pair():
+    from mfkeras.network import zoo
+
+    return zoo.demo_pair()
