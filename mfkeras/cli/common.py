@@ -34,11 +34,20 @@ def parse_flags(argv):
         sys.exit(USAGE_EXIT_STATUS)
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
 def run_main(main) -> None:
-    """``absl.app.run(main)`` with :func:`parse_flags`: every script exits 2 on bad flags."""
+    """``absl.app.run(main)`` with :func:`parse_flags`: every script exits 2 on bad flags,
+    and 0 after printing the help it was asked for (absl itself exits 1)."""
     from absl import app
 
-    app.run(main, flags_parser=parse_flags)
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except SystemExit as stop:
+        if stop.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.exit(0)
+        raise
 
 
 @contextlib.contextmanager

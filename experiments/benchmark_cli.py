@@ -1,0 +1,169 @@
+"""Whole-process time and peak memory of `mfkeras-fuse` beside focus-stack and enfuse.
+
+Each command runs as users run it, a fresh process per run; the runs alternate between the
+commands (one warm-up each, then --repeats rounds), and each gets its median wall time and
+its peak RSS (from wait4). Cases:
+  pair      a 520x520 Lytro pair, every --backends of mfkeras-fuse and the peers;
+  help      `mfkeras-fuse --help`;
+  stack     a --stack_frames-frame 520x520 stack (the pair's frames, re-blurred), mfkeras only;
+  large     with --large: the pair upscaled to 6000x4000, every backend and the peers.
+Ratios to focus-stack (wall) are computed within the run.
+
+Example:
+  python experiments/benchmark_cli.py --focus_stack=/usr/local/bin/focus-stack --enfuse=enfuse --large
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from absl import flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO_ROOT))
+
+from mfkeras.cli import common as cli  # noqa: E402
+from mfkeras.training import provenance  # noqa: E402
+
+LYTRO = REPO_ROOT.parent / "shared/data/lytro"
+flags.DEFINE_list("pair", [str(LYTRO / "lytro_01_A.jpg"), str(LYTRO / "lytro_01_B.jpg")], "The 520x520 pair.")
+flags.DEFINE_integer("repeats", 5, "Timed rounds after the warm-up (median).")
+flags.DEFINE_list("backends", ["litert", "keras"], "mfkeras-fuse backends to time.")
+flags.DEFINE_string("model", None, "Model for mfkeras-fuse (default: the shipped default).")
+flags.DEFINE_string("focus_stack", None, "Path of the focus-stack executable (skipped when absent).")
+flags.DEFINE_string("enfuse", None, "Path of the enfuse executable (skipped when absent).")
+flags.DEFINE_integer("stack_frames", 10, "Frames of the stack case (0 skips it).")
+flags.DEFINE_bool("large", False, "Also time a 6000x4000 pair (slow).")
+flags.DEFINE_integer("large_repeats", 2, "Timed rounds of the large case.")
+flags.DEFINE_string("output_json", str(REPO_ROOT / "experiments/results/benchmark_cli.json"), "Where to write.")
+FLAGS = flags.FLAGS
+
+
+def run_once(command: list) -> tuple:
+    """Runs ``command``; returns (wall seconds, peak RSS in MB). Fails loudly on a non-zero exit."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {stderr[-500:]}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def time_commands(commands: dict, repeats: int) -> dict:
+    """Median wall time and peak RSS of each command, runs alternating between commands."""
+    for command in commands.values():
+        run_once(command)  # warm-up: file cache, lazy compilation caches
+    samples = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            samples[name].append(run_once(command))
+    return {
+        name: {
+            "median_s": statistics.median(wall for wall, _ in runs),
+            "runs_s": [wall for wall, _ in runs],
+            "peak_rss_mb": max(rss for _, rss in runs),
+        }
+        for name, runs in samples.items()
+    }
+
+
+def commands_for(inputs: list, scratch: str, tag: str) -> dict:
+    """The mfkeras-fuse command of each backend and the peers' commands for ``inputs``."""
+    fuse = [sys.executable, "-m", "mfkeras.cli.fuse"]
+    model = [f"--model={FLAGS.model}"] if FLAGS.model else []
+    commands = {
+        f"mfkeras_{backend}": [*fuse, *inputs, "-o", os.path.join(scratch, f"{tag}_{backend}.png"),
+                               f"--backend={backend}", "--overwrite", *model]
+        for backend in FLAGS.backends
+    }
+    if FLAGS.focus_stack and shutil.which(FLAGS.focus_stack):
+        commands["focus_stack"] = [FLAGS.focus_stack, f"--output={os.path.join(scratch, tag + '_fs.png')}", *inputs]
+    if FLAGS.enfuse and shutil.which(FLAGS.enfuse):
+        commands["enfuse"] = [
+            FLAGS.enfuse, "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask",
+            "--contrast-window-size=5", f"--output={os.path.join(scratch, tag + '_enfuse.tif')}", *inputs,
+        ]
+    return commands
+
+
+def with_ratios(results: dict) -> dict:
+    """Adds each command's wall-time ratio to focus-stack's (same run), where it was timed."""
+    reference = results.get("focus_stack", {}).get("median_s")
+    if reference:
+        for figures in results.values():
+            figures["ratio_to_focus_stack"] = figures["median_s"] / reference
+    return results
+
+
+def write_frames(scratch: str, sources: list, count: int, size=None) -> list:
+    """Writes ``count`` frames (the sources alternating, each re-blurred, optionally resized)."""
+    import cv2
+
+    from mfkeras.io import images
+
+    paths = []
+    for index in range(count):
+        frame = sources[index % 2]
+        if size is not None:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
+        if count > 2:
+            frame = cv2.GaussianBlur(frame, (0, 0), 0.3 + 0.4 * (index // 2))
+        paths.append(os.path.join(scratch, f"frame_{size[0] if size else 0}_{index:02d}.png"))
+        images.write_image(paths[-1], frame)
+    return paths
+
+
+def main(argv):
+    del argv
+    with cli.clean_errors("benchmark_cli"):
+        from mfkeras.io import images
+
+        sources = [images.read_image(path) for path in FLAGS.pair]
+        scratch = tempfile.mkdtemp(prefix="mfkeras-cli-")
+        report = {"machine": provenance.describe_machine(load_average=True), "pair": FLAGS.pair,
+                  "repeats": FLAGS.repeats, "cases": {}}
+        try:
+            cases = report["cases"]
+            cases["pair"] = with_ratios(time_commands(commands_for(FLAGS.pair, scratch, "pair"), FLAGS.repeats))
+            cases["help"] = time_commands(
+                {"mfkeras_help": [sys.executable, "-m", "mfkeras.cli.fuse", "--help"]}, FLAGS.repeats
+            )
+            if FLAGS.stack_frames:
+                frames = write_frames(scratch, sources, FLAGS.stack_frames)
+                stack = commands_for(frames, scratch, "stack")
+                cases["stack"] = time_commands({k: v for k, v in stack.items() if k.startswith("mfkeras")},
+                                               FLAGS.repeats)
+                for name, figures in cases["stack"].items():
+                    figures["ratio_to_one_pair"] = figures["median_s"] / cases["pair"][name]["median_s"]
+            if FLAGS.large:
+                large = write_frames(scratch, sources, 2, size=(6000, 4000))
+                cases["large"] = with_ratios(time_commands(commands_for(large, scratch, "large"), FLAGS.large_repeats))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        for case, results in report["cases"].items():
+            for name, figures in results.items():
+                ratio = figures.get("ratio_to_focus_stack") or figures.get("ratio_to_one_pair")
+                extra = f", ratio {ratio:.2f}" if ratio else ""
+                print(f"{case:6s} {name:16s} {figures['median_s']:.3f} s, {figures['peak_rss_mb']:.0f} MB{extra}")
+        cli.write_json(FLAGS.output_json, report)
+        print(f"figures: {FLAGS.output_json}")
+
+
+def run():
+    """Entry point."""
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()
