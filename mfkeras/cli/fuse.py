@@ -40,6 +40,9 @@ flags.DEFINE_bool("align", False, "Register every frame to a reference frame fir
 flags.DEFINE_enum("align_model", "affine", list(cli.ALIGN_MODELS), "Motion model for --align.")
 flags.DEFINE_enum("align_method", "ecc", list(cli.ALIGN_METHODS), "ECC (sub-pixel) or ORB features + RANSAC.")
 flags.DEFINE_integer("reference_frame", None, "Reference frame index for --align (default: the middle one).")
+flags.DEFINE_string("save_alignment", None, "With --align: save the registration (JSON) to reuse on the rig's next stacks.")
+flags.DEFINE_string("load_alignment", None, "Align with a registration saved by --save_alignment instead of estimating.")
+flags.DEFINE_string("align_only", None, "Write the aligned frames into this folder (PNG) and stop; no fusion.")
 flags.DEFINE_float("memory_budget_mb", 2048, "Score in tiles sized so the network fits this budget.")
 flags.DEFINE_integer("max_tile_side", None, "Score in tiles of at most this many pixels a side.")
 flags.DEFINE_string("save_maps", None, "Directory to write the score, focus and decision maps into.")
@@ -129,22 +132,62 @@ def fusion_options():
 
 
 def alignment_step(report=print):
-    """The --align registration as a step on decoded frames, or None without --align."""
-    if not FLAGS.align:
+    """The registration step on decoded frames (--align, --load_alignment), or None."""
+    if not (FLAGS.align or FLAGS.load_alignment or FLAGS.align_only):
         return None
 
     def register(sources):
         from mfkeras.fusion import align
+        from mfkeras.io import images
 
-        alignment = align.align_images(
-            sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method
-        )
+        if FLAGS.load_alignment:
+            with open(FLAGS.load_alignment) as saved:
+                warps, reference = align.alignment_from_json(saved.read(), len(sources), sources[0].shape)
+            alignment = align.apply_warps(sources, warps, reference)
+        else:
+            alignment = align.align_images(
+                sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method
+            )
+        if FLAGS.save_alignment:
+            payload = align.alignment_to_json(alignment, sources[0].shape).encode()
+            images.write_bytes_atomic(FLAGS.save_alignment, payload)
         top, bottom, left, right = alignment.crop
         report(f"Aligned {len(sources)} frames to frame {alignment.reference_index}; "
                f"kept rows {top}:{bottom}, columns {left}:{right}")
         return alignment.images
 
     return register
+
+
+def check_alignment_flags(paths) -> None:
+    """Checks the registration flags' files before anything is decoded."""
+    from mfkeras.io import images
+
+    if FLAGS.load_alignment and not os.path.isfile(FLAGS.load_alignment):
+        raise images.ImageError(f"--load_alignment file not found: {FLAGS.load_alignment}")
+    if FLAGS.load_alignment and FLAGS.save_alignment:
+        raise ValueError("Pass --load_alignment or --save_alignment, not both.")
+    if FLAGS.save_alignment:
+        if not (FLAGS.align or FLAGS.align_only):
+            raise ValueError("--save_alignment saves what --align (or --align_only) estimates: add --align.")
+        directory = os.path.dirname(os.path.abspath(FLAGS.save_alignment))
+        if not os.path.isdir(directory):
+            raise images.ImageError(f"--save_alignment directory does not exist: {directory}")
+        if os.path.realpath(FLAGS.save_alignment) in {os.path.realpath(p) for p in paths}:
+            raise images.ImageError(f"--save_alignment would overwrite an input: {FLAGS.save_alignment}")
+    if FLAGS.align_only:
+        if not os.path.isdir(FLAGS.align_only):
+            raise images.ImageError(f"--align_only directory does not exist: {FLAGS.align_only}")
+        for path in aligned_frame_paths(paths):
+            images.check_output_path(path, paths, FLAGS.overwrite)
+
+
+def aligned_frame_paths(paths) -> list:
+    """Where --align_only writes each frame: ``<folder>/<input stem>.png``."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError("--align_only names its outputs after the inputs, whose file stems repeat.")
+    return [os.path.join(FLAGS.align_only, stem + ".png") for stem in stems]
 
 
 def run_batch() -> int:
@@ -154,9 +197,11 @@ def run_batch() -> int:
 
     if not FLAGS.batch_dir or not FLAGS.output_dir:
         raise ValueError("Batch mode needs both --batch_dir and --output_dir.")
-    for flag in ("save_maps", "plot"):
+    for flag in ("save_maps", "plot", "save_alignment", "align_only"):
         if FLAGS[flag].value:
             raise ValueError(f"--{flag} is not available in batch mode.")
+    if FLAGS.load_alignment and not os.path.isfile(FLAGS.load_alignment):
+        raise ValueError(f"--load_alignment file not found: {FLAGS.load_alignment}")
     found = stacks.find_stacks(FLAGS.batch_dir)
     stacks.output_path(FLAGS.output_dir, "check", FLAGS.output_ext)
     if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
@@ -197,11 +242,14 @@ def fuse_one(positional) -> None:
         overwrite = True
     if not inputs:
         raise images.ImageError("Input images are required: mfkeras-fuse IMAGE IMAGE ... -o OUTPUT.")
-    if not output:
+    if not output and not FLAGS.align_only:
         raise images.ImageError("--output (-o) is required.")
     paths = images.expand_inputs(inputs)
     if len(paths) < 2:
         raise images.ImageError(f"Fusion needs at least two input images. Received {len(paths)}: {paths}")
+    check_alignment_flags(paths)
+    if FLAGS.align_only:
+        return write_aligned_frames(paths)
     images.check_output_path(output, paths, overwrite)
     if plot:
         images.check_output_path(plot, paths, overwrite)
@@ -229,6 +277,18 @@ def fuse_one(positional) -> None:
     if FLAGS.timings:
         print(times.summary(), file=sys.stderr)
     write_extras(result, sources, maps_dir, plot)
+
+
+def write_aligned_frames(paths) -> None:
+    """--align_only: registers the frames and writes them, cropped to their common area."""
+    from mfkeras.io import images
+
+    sources = [images.read_image(path) for path in paths]
+    cli.check_same_kind(sources, paths)
+    aligned = alignment_step(report=say)(sources)
+    for path, frame in zip(aligned_frame_paths(paths), aligned):
+        images.write_image(path, frame)
+    say(f"Wrote {len(aligned)} aligned frames -> {FLAGS.align_only}")
 
 
 def write_extras(result, sources, maps_dir, plot) -> None:

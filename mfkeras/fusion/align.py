@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Sequence
 
 import cv2
@@ -168,19 +169,36 @@ def align_images(
         raise ValueError(f"reference_index must be in [0, {len(images)}). Received: {reference_index}")
     grays = [_unit_gray(image) for image in images]
     estimate = estimate_warp_ecc if method == "ecc" else estimate_warp_features
-    height, width = grays[0].shape
-    warps, warped, masks = [], [], []
-    for index, (image, gray) in enumerate(zip(images, grays)):
+    warps = [
+        np.eye(3) if index == reference_index else estimate(grays[reference_index], gray, motion)
+        for index, gray in enumerate(grays)
+    ]
+    return apply_warps(images, warps, reference_index)
+
+
+def apply_warps(images: Sequence[np.ndarray], warps: Sequence[np.ndarray], reference_index: int) -> Alignment:
+    """Warps frames with known warps (one registration reused for a rig) and crops them.
+
+    Args:
+        images: equal-size frames.
+        warps: one 3x3 matrix per frame, as :attr:`Alignment.warps` holds them.
+        reference_index: the reference frame (its warp is the identity).
+
+    Returns:
+        An :class:`Alignment`.
+    """
+    if len(warps) != len(images):
+        raise ValueError(f"Expected one warp per frame: {len(images)} frames, {len(warps)} warps.")
+    height, width = np.shape(images[0])[:2]
+    warped, masks = [], []
+    for index, (image, warp) in enumerate(zip(images, warps)):
+        warp = np.asarray(warp, np.float64)
+        mask = np.ones((height, width), np.uint8)
         if index == reference_index:
-            warp = np.eye(3)
             warped.append(np.asarray(image))
         else:
-            warp = estimate(grays[reference_index], gray, motion)
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             warped.append(cv2.warpPerspective(image, warp, (width, height), flags=flags))
-        warps.append(warp)
-        mask = np.ones((height, width), np.uint8)
-        if index != reference_index:
             mask = cv2.warpPerspective(mask, warp, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
         # Pixels next to the warped border mix in the constant fill: keep a one-pixel margin.
         masks.append(cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE) > 0)
@@ -190,4 +208,44 @@ def align_images(
             f"The aligned frames share only a {bottom - top}x{right - left} area; they do not overlap enough."
         )
     cropped = [np.ascontiguousarray(image[top:bottom, left:right]) for image in warped]
-    return Alignment(cropped, warps, (top, bottom, left, right), reference_index)
+    return Alignment(cropped, [np.asarray(w, np.float64) for w in warps], (top, bottom, left, right), reference_index)
+
+
+def alignment_to_json(alignment: Alignment, shape: tuple) -> str:
+    """The registration of an :class:`Alignment` (not its images) as JSON, for :func:`alignment_from_json`.
+
+    Args:
+        alignment: what :func:`align_images` returned.
+        shape: (height, width) of the frames it registered.
+    """
+    return json.dumps({
+        "format": "mfkeras-alignment-1",
+        "frames": len(alignment.warps),
+        "shape": [int(shape[0]), int(shape[1])],
+        "reference_index": alignment.reference_index,
+        "warps": [np.asarray(w, np.float64).tolist() for w in alignment.warps],
+    }, indent=2) + "\n"
+
+
+def alignment_from_json(text: str, frames: int, shape: tuple) -> tuple:
+    """Reads a saved registration and checks it fits ``frames`` frames of ``shape``.
+
+    Returns:
+        ``(warps, reference_index)`` for :func:`apply_warps`.
+    """
+    try:
+        data = json.loads(text)
+        warps = [np.asarray(w, np.float64) for w in data["warps"]]
+        reference_index, saved_shape = int(data["reference_index"]), tuple(data["shape"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"Not a saved alignment ({type(error).__name__}: {error}).") from None
+    if any(w.shape != (3, 3) or not np.all(np.isfinite(w)) for w in warps):
+        raise ValueError("A saved alignment needs one finite 3x3 warp per frame.")
+    if len(warps) != frames or saved_shape != tuple(shape[:2]):
+        raise ValueError(
+            f"The saved alignment is for {len(warps)} frames of {saved_shape[0]}x{saved_shape[1]}; "
+            f"received {frames} frames of {shape[0]}x{shape[1]}."
+        )
+    if not 0 <= reference_index < frames:
+        raise ValueError(f"The saved reference_index {reference_index} is not a frame index.")
+    return warps, reference_index

@@ -278,3 +278,40 @@ def _zoo_demo_pair():
     from mfkeras.network import zoo
 
     return zoo.demo_pair()
+
+
+def test_align_only_and_a_saved_registration_reused(workspace, tmp_path):
+    rng = np.random.default_rng(6)
+    texture = cv2.GaussianBlur(rng.random((120, 140)), (0, 0), 2.0)
+    base = np.round(255 * (texture - texture.min()) / np.ptp(texture)).astype(np.uint8)
+    shift = np.float32([[1, 0, 3], [0, 1, -2]])
+    moved = cv2.warpAffine(cv2.GaussianBlur(base, (0, 0), 1.5), shift, (140, 120))
+    a, b = _write_pair(tmp_path, "rig", base, moved)
+    model = f"--model={workspace / 'tiny.keras'}"
+    frames = tmp_path / "aligned"
+    frames.mkdir()
+    saved = tmp_path / "rig.json"
+    proc = _run(str(a), str(b), f"--align_only={frames}", f"--save_alignment={saved}", "--reference_frame=0")
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(frames.iterdir())
+    assert [p.name for p in written] == [f"{Path(a).stem}.png", f"{Path(b).stem}.png"]
+    first, second = (cv2.imread(str(p)) for p in written)
+    assert first.shape == second.shape and first.shape[0] <= 118 and first.shape[1] <= 137
+    # Registered, the second frame lines up with the first (up to its extra blur) far better
+    # than the unregistered frame does over the same area.
+    top, left = 3, 0
+    rows, cols = first.shape[:2]
+    unregistered = cv2.imread(str(b))[top : top + rows, left : left + cols]
+    blurred_first = cv2.GaussianBlur(first, (0, 0), 1.5).astype(int)
+    assert np.abs(blurred_first - second).mean() < 0.5 * np.abs(blurred_first - unregistered).mean()
+    # The same registration, loaded, gives the same fused image as estimating it again.
+    by_estimate, by_loaded = tmp_path / "estimated.png", tmp_path / "loaded.png"
+    assert _run(str(a), str(b), "-o", str(by_estimate), "--align", "--reference_frame=0", model).returncode == 0
+    proc = _run(str(a), str(b), "-o", str(by_loaded), f"--load_alignment={saved}", model)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(cv2.imread(str(by_loaded)), cv2.imread(str(by_estimate)))
+    # A registration for other frames is refused in one line.
+    small = _write_pair(tmp_path, "other", base[:100], moved[:100])
+    proc = _run(*map(str, small), "-o", str(tmp_path / "never.png"), f"--load_alignment={saved}", model)
+    assert proc.returncode == 2 and "saved alignment is for 2 frames of 120x140" in proc.stderr
+    assert not (tmp_path / "never.png").exists()
