@@ -31,21 +31,23 @@ def fuse_stack_files(
     model,
     options: FusionOptions = FusionOptions(),
     prepare: Optional[Callable[[list], list]] = None,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Reads, checks and fuses one stack of image files.
 
     Args:
         paths: the frames, in order.
-        model: a Keras patch model or a ScoreNetwork (converted once, then cached on it).
+        model: a Keras patch model, a ScoreNetwork or a LiteRT network (loaded once).
         options: the fusion options.
         prepare: optional step between reading and fusing (registration of handheld frames).
+        max_pixels: the largest frame accepted (see :func:`mfkeras.io.images.read_image`).
 
     Returns:
         The fused image.
     """
     from mfkeras.fusion.pipeline import fuse
 
-    sources = [images.read_image(path) for path in paths]
+    sources = [images.read_image(path, max_pixels) for path in paths]
     validate_images(sources, names=[str(path) for path in paths])
     if prepare is not None:
         sources = prepare(sources)
@@ -69,6 +71,7 @@ def fuse_batch(
     overwrite: bool = False,
     prepare: Optional[Callable[[list], list]] = None,
     progress: bool = False,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
 ) -> dict:
     """Fuses every stack to ``<output_dir>/<name>.<output_ext>`` and writes the report.
 
@@ -81,6 +84,7 @@ def fuse_batch(
         overwrite: fuse stacks whose output exists instead of skipping them.
         prepare: optional step between reading and fusing, as in :func:`fuse_stack_files`.
         progress: show a progress bar over the stacks on stderr.
+        max_pixels: the largest frame accepted.
 
     Returns:
         The report also written to ``<output_dir>/batch_report.json``: counts, and per
@@ -101,7 +105,7 @@ def fuse_batch(
 
         iterator = tqdm(iterator, total=len(stacks), desc="stacks", unit="stack")
     for stack, target in iterator:
-        entries.append(_run_one(stack, target, model, options, overwrite, prepare))
+        entries.append(_run_one(stack, target, model, options, overwrite, prepare, max_pixels))
     report = _summarize(entries, time.perf_counter() - start)
     images.write_bytes_atomic(
         os.path.join(output_dir, REPORT_FILE), json.dumps(report, indent=2).encode()
@@ -109,13 +113,13 @@ def fuse_batch(
     return report
 
 
-def _run_one(stack, target, model, options, overwrite, prepare) -> dict:
+def _run_one(stack, target, model, options, overwrite, prepare, max_pixels) -> dict:
     entry = {"stack": stack.name, "frames": list(stack.paths), "output": target}
     if os.path.exists(target) and not overwrite:
         return {**entry, "status": "skipped", "reason": "output exists"}
     start = time.perf_counter()
     try:
-        fused = fuse_stack_files(stack.paths, model, options, prepare)
+        fused = fuse_stack_files(stack.paths, model, options, prepare, max_pixels)
         images.write_image(target, fused)
     except STACK_ERRORS as error:
         return {**entry, "status": "failed", "reason": str(error) or type(error).__name__}

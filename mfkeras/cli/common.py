@@ -63,6 +63,7 @@ def clean_errors(program: str):
 # Library messages name parameters; on the command line they read as the flags that set them.
 PARAMETER_FLAGS = {
     "pass overwrite=True": "pass --overwrite",
+    "raise max_pixels to read it": "raise --max_megapixels to read it",
     "try method='ecc'": "try --align_method=ecc",
     "pass the path of a .keras file as spec": "pass a .keras file with --model",
     "load the authors' released weights with load_liu2017_mat(path)":

@@ -54,6 +54,9 @@ flags.DEFINE_enum(
     "(any model, --dense, --inference_dtype, --jit_compile, GPUs), or auto (litert where it can).",
 )
 flags.DEFINE_bool("timings", False, "Print the seconds of each stage (decode, score, ..., encode).")
+flags.DEFINE_float(
+    "max_megapixels", 250, "Refuse frames larger than this (read from the header, before decoding)."
+)
 flags.DEFINE_bool("verbose", False, "Let TensorFlow's and LiteRT's own log lines through to stderr.")
 flags.DEFINE_bool("quiet", False, "Print nothing but errors: no summary line, no progress bar.")
 flags.DEFINE_bool(
@@ -111,6 +114,13 @@ def load_model(backend: str):
 
         tf.config.list_physical_devices()
         return zoo.load_patch_model(zoo.resolve_model_path(FLAGS.liu_mat or FLAGS.model))
+
+
+def max_pixels() -> int:
+    """--max_megapixels in pixels."""
+    if FLAGS.max_megapixels <= 0:
+        raise ValueError(f"--max_megapixels must be positive. Received: {FLAGS.max_megapixels}")
+    return int(FLAGS.max_megapixels * 1e6)
 
 
 def say(message: str) -> None:
@@ -211,7 +221,7 @@ def run_batch() -> int:
     report = runner.fuse_batch(
         found, model, FLAGS.output_dir, fusion_options(), output_ext=FLAGS.output_ext,
         overwrite=FLAGS.overwrite, prepare=alignment_step(report=lambda line: None),
-        progress=sys.stderr.isatty() and not FLAGS.quiet,
+        progress=sys.stderr.isatty() and not FLAGS.quiet, max_pixels=max_pixels(),
     )
     for failure in report["failures"]:
         print(f"  failed: {failure['stack']}: {failure['reason']}", file=sys.stderr)
@@ -259,7 +269,7 @@ def fuse_one(positional) -> None:
     backend = choose_backend()
     times = StageTimes()
     with times.stage("decode"):
-        sources = [images.read_image(path) for path in paths]
+        sources = [images.read_image(path, max_pixels()) for path in paths]
     cli.check_same_kind(sources, paths)
     images.check_output_dtype(output, sources[0].dtype)
     from mfkeras import fusion
@@ -283,7 +293,7 @@ def write_aligned_frames(paths) -> None:
     """--align_only: registers the frames and writes them, cropped to their common area."""
     from mfkeras.io import images
 
-    sources = [images.read_image(path) for path in paths]
+    sources = [images.read_image(path, max_pixels()) for path in paths]
     cli.check_same_kind(sources, paths)
     aligned = alignment_step(report=say)(sources)
     for path, frame in zip(aligned_frame_paths(paths), aligned):

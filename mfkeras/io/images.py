@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
 import re
 import tempfile
@@ -12,10 +13,18 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from mfkeras.io.stderr import native_stderr_silenced
+
 # Extensions of the images mfkeras reads (and writes).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 WRITABLE_EXTENSIONS = IMAGE_EXTENSIONS
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
+# Frames larger than this are refused before decoding: room for a 100 MP camera (11648 x 8736)
+# and for stitched panoramas, not for a header that lies (a "60000 x 60000" PNG).
+DEFAULT_MAX_PIXELS = 250_000_000
+# Bytes a decoded pixel takes per Pillow mode (OpenCV decodes into the same layout).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 3, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "I;16": 2, "I;16B": 2,
+               "I;16L": 2, "I": 4, "F": 4}
 # Prefix of the temporary file an atomic write renames into place.
 TEMPORARY_PREFIX = ".tmp-"
 
@@ -74,13 +83,63 @@ def expand_inputs(patterns: Sequence[str]) -> list:
     return paths
 
 
-def read_image(path: str) -> np.ndarray:
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can get (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_decoded_size(path: str, data: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuses a frame whose header announces too many pixels, before any pixel is decoded.
+
+    Reads the size from the header (Pillow reads no pixels on open). A frame is refused if it
+    has more than ``max_pixels`` pixels, or if decoding it (twice its decoded size: the decode
+    and the colour conversion) would not fit the available memory. Formats Pillow cannot parse
+    are left to the decoder.
+    """
+    import PIL.Image
+
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = None  # the check below is ours, with a clearer message
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # header-only reads of damaged files warn; the decoder decides
+            with PIL.Image.open(io.BytesIO(data.tobytes())) as header:
+                width, height, mode = header.width, header.height, header.mode
+    except Exception:  # Not parseable by Pillow: OpenCV decides.
+        return
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = limit
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageError(
+            f"{path} is {width}x{height} ({pixels / 1e6:.4g} MP), over the limit of "
+            f"{max_pixels / 1e6:.4g} MP (raise max_pixels to read it)."
+        )
+    needed = 2 * pixels * _MODE_BYTES.get(mode, 8)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ImageError(
+            f"{path} is {width}x{height}: decoding it needs about {needed / 2**30:.1f} GiB and "
+            f"{available / 2**30:.1f} GiB of memory is available."
+        )
+
+
+def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Reads an image file as a gray (H, W) or RGB (H, W, 3) uint8/uint16 array.
 
-    An alpha channel is dropped with a warning; EXIF orientation is applied.
+    An alpha channel is dropped with a warning; EXIF orientation is applied. The header is
+    checked first (:func:`check_decoded_size`), so an oversized frame costs no decoding.
 
     Args:
         path: the image file.
+        max_pixels: the largest frame accepted, in pixels.
 
     Returns:
         The image array, RGB channel order for colour.
@@ -94,9 +153,11 @@ def read_image(path: str) -> np.ndarray:
     if not os.access(path, os.R_OK):
         raise ImageError(f"Input file is not readable: {path}")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    check_decoded_size(path, data, max_pixels)
+    with native_stderr_silenced():  # the decoders' own error lines; ours follows
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ImageError(f"Not a readable image (corrupt or unsupported format): {path}")
+        raise ImageError(f"Not a readable image (corrupt, truncated or unsupported format): {path}")
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"Unsupported pixel type {image.dtype} in {path}; expected 8 or 16 bit.")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -115,7 +176,6 @@ def _apply_exif_orientation(image: np.ndarray, data: np.ndarray) -> np.ndarray:
     # IMREAD_UNCHANGED ignores EXIF; read the orientation tag alone and apply it.
     try:
         import PIL.Image
-        import io
 
         with PIL.Image.open(io.BytesIO(data.tobytes())) as pil_image:
             orientation = pil_image.getexif().get(0x0112, 1)

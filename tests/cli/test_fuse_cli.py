@@ -315,3 +315,47 @@ def test_align_only_and_a_saved_registration_reused(workspace, tmp_path):
     proc = _run(*map(str, small), "-o", str(tmp_path / "never.png"), f"--load_alignment={saved}", model)
     assert proc.returncode == 2 and "saved alignment is for 2 frames of 120x140" in proc.stderr
     assert not (tmp_path / "never.png").exists()
+
+
+def test_oversized_frame_is_refused_in_one_line(workspace, tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    out = tmp_path / "never.png"
+    proc = _run(str(workspace / "a.png"), str(bomb), "-o", str(out), f"--model={workspace / 'tiny.keras'}")
+    assert proc.returncode == 2 and "over the limit of 250 MP (raise --max_megapixels" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    small = _run(str(workspace / "a.png"), str(workspace / "b.png"), "-o", str(out), "--max_megapixels=0.001",
+                 f"--model={workspace / 'tiny.keras'}")
+    assert small.returncode == 2 and "64x48 (0.003072 MP), over the limit of 0.001 MP" in small.stderr and not out.exists()
+
+
+FULL_DISK = """
+import errno, os, sys
+def no_space(descriptor):
+    raise OSError(errno.ENOSPC, "No space left on device")
+os.fsync = no_space
+sys.argv = ["mfkeras-fuse", *sys.argv[1:]]
+from mfkeras.cli import fuse
+fuse.run()
+"""
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(workspace, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(workspace / "a.png"), str(workspace / "b.png"),
+         "-o", str(out_dir / "fused.png"), f"--model={workspace / 'tiny.keras'}"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 2 and "No space left on device" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert list(out_dir.iterdir()) == []
+    assert (workspace / "a.png").stat().st_size > 0 and (workspace / "b.png").stat().st_size > 0

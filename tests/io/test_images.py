@@ -205,3 +205,99 @@ def test_expand_inputs_natural_order_for_globs_and_folders(tmp_path):
     empty.mkdir()
     with pytest.raises(images.ImageError, match="No images in the folder"):
         images.expand_inputs([str(empty)])
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose valid IHDR announces ``width`` x ``height``, followed by a few bytes of pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_oversized_header_is_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_claiming(60000, 60000))
+    with pytest.raises(images.ImageError, match=r"60000x60000 \(3600 MP\), over the limit of 250 MP"):
+        images.read_image(str(bomb))
+    frame = tmp_path / "frame.png"
+    images.write_image(str(frame), np.zeros((100, 120, 3), np.uint8))
+    with pytest.raises(images.ImageError, match="over the limit"):
+        images.read_image(str(frame), max_pixels=100 * 119)
+    assert images.read_image(str(frame), max_pixels=100 * 120).shape == (100, 120, 3)
+
+
+def test_frame_that_would_not_fit_in_memory_is_refused(tmp_path, monkeypatch):
+    frame = tmp_path / "frame.png"
+    images.write_image(str(frame), np.zeros((100, 120, 3), np.uint8))
+    monkeypatch.setattr(images, "available_memory", lambda: 10_000)
+    with pytest.raises(images.ImageError, match=r"needs about .* GiB and .* GiB of memory is available"):
+        images.read_image(str(frame))
+
+
+@pytest.mark.parametrize("extension", [".tif", ".png", ".jpg"])
+def test_truncated_file_is_named_without_decoder_noise(tmp_path, capfd, extension):
+    rng = np.random.default_rng(1)
+    payload = images.encode_image("x" + extension, (rng.random((120, 160, 3)) * 255).astype(np.uint8))
+    path = tmp_path / ("cut" + extension)
+    path.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(images.ImageError, match="truncated"):
+        images.read_image(str(path))
+    assert capfd.readouterr().err == ""
+
+
+def test_full_disk_leaves_neither_output_nor_temporary(tmp_path, monkeypatch):
+    import errno
+
+    def no_space(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "fused.png"
+    monkeypatch.setattr(images.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        images.write_image(str(target), np.zeros((20, 20), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_while_writing_leaves_no_partial_file_under_the_final_name(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "fused.png"
+    started = tmp_path / "started"
+    script = f"""
+import os, time
+from mfkeras.io import images
+real_fdopen = os.fdopen
+def slow_fdopen(*args, **kwargs):
+    stream = real_fdopen(*args, **kwargs)
+    write = stream.write
+    def slow_write(data):
+        write(data[: len(data) // 2])
+        open({str(started)!r}, "w").close()
+        time.sleep(60)
+        return write(data[len(data) // 2 :])
+    stream.write = slow_write
+    return stream
+images.os.fdopen = slow_fdopen
+images.write_bytes_atomic({str(target)!r}, b"x" * 1_000_000)
+"""
+    process = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the writer never started"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert not target.exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "started"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(images.TEMPORARY_PREFIX)
