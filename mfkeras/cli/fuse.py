@@ -123,6 +123,17 @@ def max_pixels() -> int:
     return int(FLAGS.max_megapixels * 1e6)
 
 
+def progress_bar():
+    """A tqdm bar on stderr for loops that take over a second, when stderr is a terminal."""
+    if FLAGS.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return lambda iterable, description: tqdm(
+        iterable, desc=description, delay=1.0, leave=False, file=sys.stderr
+    )
+
+
 def say(message: str) -> None:
     """Prints a progress or summary line unless --quiet."""
     if not FLAGS.quiet:
@@ -280,7 +291,7 @@ def fuse_one(positional) -> None:
             sources = register(sources)
     with times.stage("load_model"):
         model = load_model(backend)
-    result = fusion.fuse(sources, model, fusion_options(), times=times)
+    result = fusion.fuse(sources, model, fusion_options(), times=times, progress=progress_bar())
     with times.stage("encode"):
         images.write_image(output, result.fused)
     say(f"Fused {len(paths)} images with {model.name} ({backend}) -> {output}")

@@ -37,6 +37,7 @@ def score_map(
     symmetric: bool = False,
     max_tile_side: int | None = None,
     jit_compile: bool = False,
+    progress=None,
 ) -> np.ndarray:
     """Computes the score map of two gray images, in tiles if asked.
 
@@ -48,14 +49,16 @@ def score_map(
             inputs invert the scores exactly (twice the work).
         max_tile_side: tile side bound in pixels; None scores the whole image at once.
         jit_compile: XLA-compile the network.
+        progress: ``progress(iterable, description)`` wraps the loop over tiles.
 
     Returns:
         (H', W') float32 probabilities that A is focused, see ``ScoreNetwork``.
     """
+    progress = progress or scoring.no_progress
     predict = _pair_function(network, jit_compile)
     height, width = gray_a.shape
     scores = np.empty(network.output_shape_for(height, width), np.float32)
-    for tile in plan_tiles(network, height, width, max_tile_side):
+    for tile in progress(plan_tiles(network, height, width, max_tile_side), "tiles"):
         a = np.asarray(gray_a[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
         b = np.asarray(gray_b[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
         if symmetric:
@@ -88,7 +91,8 @@ def _stack_functions(network: ScoreNetwork, jit_compile: bool = False):
 
 
 def stack_scores(
-    network: ScoreNetwork, grays: list, max_tile_side: int | None = None, jit_compile: bool = False
+    network: ScoreNetwork, grays: list, max_tile_side: int | None = None, jit_compile: bool = False,
+    progress=None,
 ) -> np.ndarray:
     """Scores every image of a stack against every other in O(N) network work.
 
@@ -114,4 +118,5 @@ def stack_scores(
         stack_head.units,
         stack_head.bias,
         max_tile_side,
+        progress,
     )

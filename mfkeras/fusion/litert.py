@@ -38,27 +38,33 @@ PRE_ACTIVATION = "pre_activation"
 SCORES = "scores"
 
 
-def make_interpreter(model, num_threads: int | None = None, quiet: bool = True):
-    """A LiteRT interpreter for ``.tflite`` bytes or a file path, tensors allocated.
+def make_interpreter(model, num_threads: int | None = None):
+    """A LiteRT interpreter for ``.tflite`` bytes or a file path, on ``num_threads`` threads.
 
-    Args:
-        model: the ``.tflite`` bytes or the path of a ``.tflite`` file.
-        num_threads: CPU threads (None: the runtime's default).
-        quiet: keep the runtime's native log lines (delegate creation) off stderr.
+    Tensors are allocated by the signature runner at each input size (allocating the
+    default 1x1 shape first leaves XNNPACK unable to reshape some networks).
     """
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
-    else:
-        interpreter = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-    with native_stderr_silenced(quiet):
-        interpreter.allocate_tensors()  # creates the XNNPACK delegate, which logs
-    return interpreter
+        return Interpreter(model_content=bytes(model), num_threads=num_threads)
+    return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
 
 
-def _runner(interpreter):
-    return interpreter.get_signature_runner(SIGNATURE_KEY)
+def quiet_runner(interpreter, quiet: bool = True):
+    """The interpreter's signature runner; its first call, which creates the XNNPACK
+    delegate (and logs so from C++), runs with the native stderr silenced if ``quiet``."""
+    run = interpreter.get_signature_runner(SIGNATURE_KEY)
+    state = {"first": True}
+
+    def call(**inputs):
+        if state["first"]:
+            state["first"] = False
+            with native_stderr_silenced(quiet):
+                return run(**inputs)
+        return run(**inputs)
+
+    return call
 
 
 class LiteRTNetwork:
@@ -110,20 +116,22 @@ class LiteRTNetwork:
         """Returns the score-map shape for an image of the given size."""
         return self.geometry.output_shape_for(height, width)
 
-    def interpreter(self, file_name: str):
-        """The interpreter of one model file of the bundle, created once."""
+    def runner(self, file_name: str):
+        """The signature runner of one model file of the bundle; its interpreter is made once."""
         if file_name not in self._interpreters:
-            self._interpreters[file_name] = make_interpreter(
-                self.directory / file_name, self.num_threads, self.quiet
-            )
+            interpreter = make_interpreter(self.directory / file_name, self.num_threads)
+            self._interpreters[file_name] = quiet_runner(interpreter, self.quiet)
         return self._interpreters[file_name]
 
-    def score_map(self, gray_a, gray_b, symmetric: bool = False, max_tile_side: int | None = None):
+    def score_map(
+        self, gray_a, gray_b, symmetric: bool = False, max_tile_side: int | None = None, progress=None
+    ):
         """The score map of two gray images, as :func:`mfkeras.fusion.inference.score_map` gives it."""
-        run = _runner(self.interpreter(PAIR_FILE))
+        progress = progress or scoring.no_progress
+        run = self.runner(PAIR_FILE)
         height, width = np.shape(gray_a)
         scores = np.empty(self.output_shape_for(height, width), np.float32)
-        for tile in scoring.plan_tiles(self, height, width, max_tile_side):
+        for tile in progress(scoring.plan_tiles(self, height, width, max_tile_side), "tiles"):
             a = np.asarray(gray_a[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
             b = np.asarray(gray_b[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
             local = run(**{IMAGE_A: a, IMAGE_B: b})[SCORE_MAP][0, :, :, 0]
@@ -133,10 +141,10 @@ class LiteRTNetwork:
             scores[tile.score_rows, tile.score_cols] = local[tile.local_rows, tile.local_cols]
         return scores
 
-    def stack_scores(self, grays: list, max_tile_side: int | None = None):
+    def stack_scores(self, grays: list, max_tile_side: int | None = None, progress=None):
         """Scores of every frame of a stack, as :func:`mfkeras.fusion.inference.stack_scores`."""
-        project = _runner(self.interpreter(PROJECT_FILE))
-        tail = _runner(self.interpreter(TAIL_FILE))
+        project = self.runner(PROJECT_FILE)
+        tail = self.runner(TAIL_FILE)
         return scoring.stack_scores(
             self,
             grays,
@@ -145,4 +153,5 @@ class LiteRTNetwork:
             self.units,
             self.bias,
             max_tile_side,
+            progress,
         )

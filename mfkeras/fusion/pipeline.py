@@ -29,7 +29,8 @@ _KERAS_ONLY = {"dense": False, "inference_dtype": "float32", "jit_compile": Fals
 
 
 def fuse(
-    images: Sequence[np.ndarray], model, options: FusionOptions = FusionOptions(), times=None
+    images: Sequence[np.ndarray], model, options: FusionOptions = FusionOptions(), times=None,
+    progress=None,
 ) -> FusionResult:
     """Fuses two or more registered multi-focus images.
 
@@ -40,22 +41,25 @@ def fuse(
         options: the fusion switches.
         times: a :class:`mfkeras.fusion.timing.StageTimes` to add the seconds of the
             score, decision, refine and blend stages to (None: not timed).
+        progress: ``progress(iterable, description)`` wraps the loops over tiles and
+            stack steps, e.g. with a progress bar (None: no progress shown).
 
     Returns:
         A :class:`FusionResult` (see there for the map shapes of stacks).
     """
     images = validate_images(images)
     times = times if times is not None else NO_TIMES
+    progress = progress or scoring.no_progress
     network = _scoring_network(model, options)
     tile_side = _tile_side(network, options)
     if len(images) > 2 and options.stack_method == "joint":
-        return _fuse_stack(images, network, options, tile_side, times)
-    result = _fuse_pair(images[0], images[1], network, options, tile_side, times)
+        return _fuse_stack(images, network, options, tile_side, times, progress)
+    result = _fuse_pair(images[0], images[1], network, options, tile_side, times, progress)
     if len(images) == 2:
         return result
     steps, source_index = [result], result.source_index
-    for number, image in enumerate(images[2:], start=2):
-        result = _fuse_pair(result.fused, image, network, options, tile_side, times)
+    for number, image in progress(list(enumerate(images[2:], start=2)), "frames"):
+        result = _fuse_pair(result.fused, image, network, options, tile_side, times, progress)
         source_index = np.where(result.decision, source_index, number)
         steps.append(result)
     return dataclasses.replace(result, source_index=source_index, steps=steps)
@@ -87,9 +91,11 @@ def _scoring_network(model, options: FusionOptions):
     return precision.compute_network(as_score_network(model, dense=options.dense), options.inference_dtype)
 
 
-def _pair_scores(network, gray_a, gray_b, options: FusionOptions, tile_side):
+def _pair_scores(network, gray_a, gray_b, options: FusionOptions, tile_side, progress):
     if isinstance(network, LiteRTNetwork):
-        return network.score_map(gray_a, gray_b, symmetric=options.symmetric, max_tile_side=tile_side)
+        return network.score_map(
+            gray_a, gray_b, symmetric=options.symmetric, max_tile_side=tile_side, progress=progress
+        )
     from mfkeras.fusion import inference
 
     return inference.score_map(
@@ -99,15 +105,18 @@ def _pair_scores(network, gray_a, gray_b, options: FusionOptions, tile_side):
         symmetric=options.symmetric,
         max_tile_side=tile_side,
         jit_compile=options.jit_compile,
+        progress=progress,
     )
 
 
-def _stack_scores(network, grays, options: FusionOptions, tile_side):
+def _stack_scores(network, grays, options: FusionOptions, tile_side, progress):
     if isinstance(network, LiteRTNetwork):
-        return network.stack_scores(grays, max_tile_side=tile_side)
+        return network.stack_scores(grays, max_tile_side=tile_side, progress=progress)
     from mfkeras.fusion import inference
 
-    return inference.stack_scores(network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile)
+    return inference.stack_scores(
+        network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile, progress=progress
+    )
 
 
 def _tile_side(network, options: FusionOptions):
@@ -119,11 +128,11 @@ def _tile_side(network, options: FusionOptions):
     return None
 
 
-def _fuse_pair(first, second, network, options: FusionOptions, tile_side, times) -> FusionResult:
+def _fuse_pair(first, second, network, options: FusionOptions, tile_side, times, progress) -> FusionResult:
     with times.stage("score"):
         gray_a = to_gray(to_unit_range(first))
         gray_b = to_gray(to_unit_range(second))
-        scores = _pair_scores(network, gray_a, gray_b, options, tile_side)
+        scores = _pair_scores(network, gray_a, gray_b, options, tile_side, progress)
     return fuse_scored_pair(first, second, (gray_a, gray_b), scores, network, options, times)
 
 
@@ -163,10 +172,10 @@ def fuse_scored_pair(
     return FusionResult(fused, scores, focus, initial, decision, final, source_index)
 
 
-def _fuse_stack(images, network, options: FusionOptions, tile_side, times) -> FusionResult:
+def _fuse_stack(images, network, options: FusionOptions, tile_side, times, progress) -> FusionResult:
     with times.stage("score"):
         grays = [to_gray(to_unit_range(image)) for image in images]
-        scores = _stack_scores(network, grays, options, tile_side)
+        scores = _stack_scores(network, grays, options, tile_side, progress)
     shape = grays[0].shape
     with times.stage("decision"):
         focus = np.stack([focus_map(s, shape, network.stride, network.patch_size) for s in scores])

@@ -101,6 +101,11 @@ def tile_side_for_budget(network, budget_bytes: float, images: int = 2) -> int:
     return max(2 * network.patch_size, side)
 
 
+def no_progress(iterable, description: str):
+    """The ``progress`` of nobody watching: the iterable itself."""
+    return iterable
+
+
 # Frames per call of the per-image projection, as in the pair path (the tile side was sized
 # for two): larger batches only spill the caches.
 FRAMES_PER_CALL = 2
@@ -114,6 +119,7 @@ def stack_scores(
     units: int,
     bias: np.ndarray,
     max_tile_side: int | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Scores every image of a stack against every other in O(N) network work.
 
@@ -129,10 +135,12 @@ def stack_scores(
         units: U, the width of the first head layer.
         bias: (U,) bias of the first head layer.
         max_tile_side: tile side bound in pixels; None scores whole images.
+        progress: ``progress(iterable, description)`` wraps the loop over tiles (a progress bar).
 
     Returns:
         (N, H', W') float32 scores, one map per image.
     """
+    progress = progress or no_progress
     count = len(grays)
     height, width = grays[0].shape
     # Pairs per call of the head's tail: their inputs stay within the two-image network's memory.
@@ -140,7 +148,7 @@ def stack_scores(
     pairs_per_call = int(np.clip(bytes_per_pixel(network, FRAMES_PER_CALL) / pair_bytes_per_pixel, 1, 16))
     scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
     pairs = [(i, k) for i in range(count) for k in range(count) if i != k]
-    for tile in plan_tiles(network, height, width, max_tile_side):
+    for tile in progress(plan_tiles(network, height, width, max_tile_side), "tiles"):
         batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
         projected = [project(batch[start : start + FRAMES_PER_CALL]) for start in range(0, count, FRAMES_PER_CALL)]
         projections = [chunk[index : index + 1] for chunk in projected for index in range(chunk.shape[0])]

@@ -159,3 +159,25 @@ def test_cli_fuses_with_litert_and_never_imports_tensorflow(tmp_path):
         assert f" {stage} " in stages, stages
     expected = pipeline.fuse([images.read_image(a), images.read_image(b)], zoo.load_patch_model()).fused
     assert np.abs(images.read_image(str(out)).astype(int) - expected).mean() <= 0.5
+
+
+def test_progress_sees_every_tile_and_stack_step(networks):
+    from mfkeras.fusion import scoring
+
+    network, lite = networks
+    seen = []
+
+    def progress(iterable, description):
+        items = list(iterable)
+        seen.append((description, len(items)))
+        return items
+
+    frames = [(_textured((70, 90, 3), seed) * 255).astype(np.uint8) for seed in (1, 2, 3)]
+    tiles = len(scoring.plan_tiles(network, 70, 90, 40))
+    for model in (network, lite):
+        seen.clear()
+        pipeline.fuse(frames, model, FusionOptions(max_tile_side=40, stack_method="sequential"), progress=progress)
+        assert seen == [("tiles", tiles), ("frames", 1), ("tiles", tiles)]
+        seen.clear()
+        pipeline.fuse(frames, model, FusionOptions(max_tile_side=40), progress=progress)
+        assert seen == [("tiles", tiles)]
