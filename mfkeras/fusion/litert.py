@@ -36,6 +36,10 @@ FRAMES = "frames"
 PROJECTION = "projection"
 PRE_ACTIVATION = "pre_activation"
 SCORES = "scores"
+# Largest tile the pipeline gives LiteRT unless told otherwise: on a 2-core x86 CPU a 520x520
+# pair scored in 320-pixel tiles took 0.56 s and 257 MB against 2.3 s and 587 MB untiled
+# (cache-sized activations), with identical scores.
+TILE_SIDE = 320
 
 
 def make_interpreter(model, num_threads: int | None = None):
@@ -96,6 +100,7 @@ class LiteRTNetwork:
 
     # The geometry that tiling and the decision steps read.
     dense = False
+    tile_side = TILE_SIDE
 
     @property
     def stride(self) -> int:

@@ -122,10 +122,13 @@ def _stack_scores(network, grays, options: FusionOptions, tile_side, progress):
 def _tile_side(network, options: FusionOptions):
     if options.max_tile_side is not None:
         return options.max_tile_side
+    side = None
     if options.memory_budget_mb is not None:
         # Pairs, sequential steps and joint stacks alike run the network on two images at a time.
-        return scoring.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
-    return None
+        side = scoring.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
+    if isinstance(network, LiteRTNetwork):
+        side = min(side or network.tile_side, network.tile_side)
+    return side
 
 
 def _fuse_pair(first, second, network, options: FusionOptions, tile_side, times, progress) -> FusionResult:
