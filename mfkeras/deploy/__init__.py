@@ -8,6 +8,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=["parity", "saved_model", "tflite"],
     submod_attrs={
         "saved_model": ["FusionModule", "export_saved_model", "score_function"],
-        "parity": ["compare_with_pipeline"],
+        "parity": ["compare_backends", "compare_with_pipeline"],
     },
 )

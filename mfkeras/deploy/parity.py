@@ -134,3 +134,48 @@ def summarize(rows: Sequence[dict], tflite_names: Sequence[str]) -> dict:
             "max_fused_mean_abs_diff": max(e["fused_mean_abs_diff"] for e in entries),
         }
     return summary
+
+
+def compare_backends(pairs: Sequence[tuple], keras_model, litert_network, options=None) -> dict:
+    """Compares the LiteRT backend with the Keras backend, pair by pair.
+
+    Args:
+        pairs: ``(name, path_a, path_b)`` triples.
+        keras_model: the Keras patch model.
+        litert_network: its :class:`mfkeras.fusion.litert.LiteRTNetwork`.
+        options: the fusion options of both runs (default ``FusionOptions()``).
+
+    Returns:
+        ``{"summary": {...}, "pairs": [row, ...]}``: per pair the largest score difference,
+        the decision agreement, the fused mean absolute difference and both run times.
+    """
+    options = options or FusionOptions()
+    rows = []
+    for name, path_a, path_b in pairs:
+        sources = [images.read_image(path_a), images.read_image(path_b)]
+        results, seconds = {}, {}
+        for backend, model in (("keras", keras_model), ("litert", litert_network)):
+            start = time.perf_counter()
+            results[backend] = fuse(sources, model, options)
+            seconds[backend] = time.perf_counter() - start
+        keras_result, lite_result = results["keras"], results["litert"]
+        rows.append({
+            "pair": name,
+            "score_max_abs_diff": float(np.abs(lite_result.score_map - keras_result.score_map).max()),
+            "decision_agreement": float(np.mean(lite_result.decision == keras_result.decision)),
+            "fused_mean_abs_diff": float(
+                np.abs(lite_result.fused.astype(np.int32) - keras_result.fused.astype(np.int32)).mean()
+            ),
+            "keras_s": seconds["keras"],
+            "litert_s": seconds["litert"],
+        })
+    summary = {
+        "pairs": len(rows),
+        "max_score_abs_diff": max(r["score_max_abs_diff"] for r in rows),
+        "min_decision_agreement": min(r["decision_agreement"] for r in rows),
+        "mean_decision_agreement": float(np.mean([r["decision_agreement"] for r in rows])),
+        "max_fused_mean_abs_diff": max(r["fused_mean_abs_diff"] for r in rows),
+        "median_keras_s": float(np.median([r["keras_s"] for r in rows])),
+        "median_litert_s": float(np.median([r["litert_s"] for r in rows])),
+    }
+    return {"summary": summary, "pairs": rows}

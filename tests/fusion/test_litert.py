@@ -17,7 +17,7 @@ from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.convert import to_fully_convolutional
 from mfkeras.network.model import build_patch_model
 
-from conftest import randomize_weights, shared_path
+from conftest import randomize_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -121,14 +121,16 @@ def _parity_pairs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pair", _parity_pairs(), ids=lambda p: Path(p[0]).stem)
-def test_shipped_default_parity_with_keras(pair):
-    sources = [images.read_image(path) for path in pair]
-    keras_result = pipeline.fuse(sources, zoo.load_patch_model())
-    lite_result = pipeline.fuse(sources, zoo.load_litert_network())
-    assert np.abs(lite_result.score_map - keras_result.score_map).max() <= 1e-4
-    assert np.mean(lite_result.decision == keras_result.decision) >= 0.999
-    assert np.abs(lite_result.fused.astype(int) - keras_result.fused).mean() <= 0.5
+def test_shipped_default_parity_with_keras():
+    from mfkeras.deploy import parity
+
+    pairs = [(Path(a).stem, a, b) for a, b in _parity_pairs()]
+    report = parity.compare_backends(pairs, zoo.load_patch_model(), zoo.load_litert_network())
+    summary = report["summary"]
+    assert summary["pairs"] == len(pairs)
+    assert summary["max_score_abs_diff"] <= 1e-4
+    assert summary["min_decision_agreement"] >= 0.999
+    assert summary["max_fused_mean_abs_diff"] <= 0.5
 
 
 BLOCK_TENSORFLOW = """
