@@ -4,7 +4,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["color", "config_json", "images", "stderr", "validate"],
+    submodules=["color", "config_json", "images", "metadata", "raw", "stderr", "validate"],
     submod_attrs={
         "images": [
             "IMAGE_EXTENSIONS",
@@ -22,5 +22,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "color": ["GRAY_WEIGHTS", "to_gray", "to_unit_range"],
         "validate": ["MIN_SIDE", "validate_images"],
         "config_json": ["JsonConfig"],
+        "metadata": ["Metadata", "MetadataWarning", "embed_metadata", "icc_mismatch", "read_metadata"],
+        "raw": ["RAW_EXTENSIONS", "is_raw_path", "read_raw"],
     },
 )
