@@ -5,7 +5,8 @@ Example (offline, from a folder of images):
   python experiments/train.py --preset=li2018 --recipe=default \
       --image_dir=../shared/data/voc2012-train --output_dir=runs/li2018
 
-Running the same command again after an interruption resumes the run.
+Running the same command again after an interruption resumes the run. On several
+machines each runs the same command with its own TF_CONFIG (README, "mfkeras-train").
 """
 
 from __future__ import annotations
@@ -116,19 +117,22 @@ def main(argv):
         source = data.TfdsSource(
             name=_TFDS_NAME.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value
         )
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "flags.json"), "w") as f:
-        json.dump(flags.FLAGS.flag_values_dict(), f, indent=2, default=str)
-    if _PREVIEW.value:
-        preview_data = data.make_datasets(source, pair_config, batch_size=16, seed=_SEED.value)
-        data.preview(preview_data.train, os.path.join(output_dir, "preview.png"))
+    # Before any TensorFlow op: MultiWorkerMirroredStrategy configures collectives at startup.
+    strategy = training.make_strategy(_distribution())
+    if training.is_chief(strategy):
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "flags.json"), "w") as f:
+            json.dump(flags.FLAGS.flag_values_dict(), f, indent=2, default=str)
+        if _PREVIEW.value:
+            preview_data = data.make_datasets(source, pair_config, batch_size=16, seed=_SEED.value)
+            data.preview(preview_data.train, os.path.join(output_dir, "preview.png"))
     result = training.train(
         model_config,
         train_config,
         source,
         output_dir,
         export_dir=export_dir or None,
-        distribution=_distribution(),
+        distribution=strategy,
         verbose=_VERBOSE.value,
     )
     print(json.dumps(result, indent=2))

@@ -19,10 +19,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import hashlib
 import importlib.util
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from typing import Optional, Sequence
@@ -289,17 +291,92 @@ def pair_accuracy(model: keras.Model, dataset: tf.data.Dataset) -> float:
     return correct / total
 
 
-def _strategy(distribution: str) -> tf.distribute.Strategy:
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes what Keras 3 gives it.
+
+    Keras 3.15's TensorFlow trainer, with more than one worker, calls
+    ``strategy.reduce`` in two ways that ``MultiWorkerMirroredStrategy`` rejects
+    (keras-team/keras#20329, #20585, tensorflow/tensorflow#72388):
+
+    * ``fit`` and ``evaluate`` reduce a whole ``(inputs, labels)`` batch at once to
+      build the model: "Attempt to convert a value ({'patch_a': PerReplica...";
+      ``MirroredStrategy.reduce`` maps over such structures, so this one does too;
+    * every step reduces its scalar metrics with ``axis=0``: "Invalid reduction
+      dimension 0 for input with 0 dimensions"; a scalar has no axis to reduce
+      besides the replicas, so scalars are reduced over the replicas only.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def reduce_leaf(leaf):
+            rank = self.experimental_local_results(leaf)[0].shape.rank
+            leaf_axis = None if rank == 0 else axis
+            return super(_MultiWorkerStrategy, self).reduce(reduce_op, leaf, leaf_axis)
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
+
+def make_strategy(distribution: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of a distribution name.
+
+    ``"multi_worker"`` reads the cluster from ``TF_CONFIG``, as TensorFlow defines, and
+    must be created before any other TensorFlow operation of the program (TensorFlow
+    raises "Collective ops must be configured at program startup" otherwise).
+
+    Args:
+        distribution: one of :data:`DISTRIBUTIONS`.
+
+    Returns:
+        The strategy: the default one, a ``MirroredStrategy`` over the local GPUs or a
+        ``MultiWorkerMirroredStrategy``.
+    """
     if distribution == "default":
         return tf.distribute.get_strategy()
     if distribution == "mirrored":
         return tf.distribute.MirroredStrategy()
     if distribution == "multi_worker":
-        # Reads the cluster from TF_CONFIG, as TensorFlow defines.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerStrategy()
     raise ValueError(
         f"distribution must be one of {DISTRIBUTIONS}. Received: distribution={distribution!r}"
     )
+
+
+def _distribution_name(strategy: tf.distribute.Strategy) -> str:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    return "default"
+
+
+def _worker_index(strategy: tf.distribute.Strategy) -> Optional[int]:
+    """Task index of this process in a multi-worker cluster; None on a single machine."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type is None:
+        return None
+    return int(resolver.task_id)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: the ``chief`` task, or else worker 0.
+
+    TensorFlow's multi-worker rule: a cluster without a ``chief`` job has worker 0 as chief;
+    a single machine is always chief.
+    """
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of a model's weights as float32 bytes, in ``get_weights()`` order."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight, np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _tensorboard_installed() -> bool:
@@ -322,7 +399,7 @@ def train(
     data_source: DataSource,
     output_dir: str,
     export_dir: Optional[str] = None,
-    distribution: str = "default",
+    distribution: str | tf.distribute.Strategy = "default",
     verbose: int | str = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
@@ -335,19 +412,28 @@ def train(
     ``export_dir`` (if given) receives the best weights as a plain float32
     ``patch_model.keras`` and a ``model_card.json``.
 
+    With several workers (``MultiWorkerMirroredStrategy``) only the chief writes these
+    files. Every other worker keeps just its backup, in ``output_dir/workertemp_<index>/``
+    (its own folder, as in TensorFlow's multi-worker tutorial), so that it resumes with
+    the chief, and deletes that folder when the run ends. Keras 3 saves without collective
+    ops, so the chief's checkpoints need no other worker.
+
     Args:
         model_config: architecture or preset name.
         train_config: recipe, pair config, intervals, seed, precision.
         data_source: an ``ImageFolder`` or a ``TfdsSource``.
         output_dir: the run directory.
         export_dir: where to ship the model; None skips the export.
-        distribution: ``"default"`` (one device), ``"mirrored"`` (all local GPUs)
-            or ``"multi_worker"`` (cluster from ``TF_CONFIG``).
+        distribution: ``"default"`` (one device), ``"mirrored"`` (all local GPUs),
+            ``"multi_worker"`` (cluster from ``TF_CONFIG``) or a strategy made by
+            :func:`make_strategy` (scripts make it first: see there).
         verbose: ``model.fit`` verbosity (1: progress bar, 2: a line per interval).
         callbacks: extra Keras callbacks.
 
     Returns:
-        The result dict also written to ``result.json``.
+        The result dict also written to ``result.json``. Other workers return only the
+        name, fit logs and wall time; ``final_weights_sha256`` (:func:`weights_digest`
+        of the weights that ``fit`` ended with) is the same on every worker.
     """
     if isinstance(model_config, str):
         model_config = get_preset(model_config)
@@ -357,36 +443,45 @@ def train(
             f"model patch_size={model_config.patch_size}, "
             f"data patch_size={train_config.data.patch_size}"
         )
-    os.makedirs(output_dir, exist_ok=True)
-    _write_json(
-        os.path.join(output_dir, "train_config.json"),
-        {"model": model_config.to_dict(), "train": train_config.to_dict(),
-         "data_source": data_source.to_dict()},
-    )
+    strategy = distribution
+    if not isinstance(strategy, tf.distribute.Strategy):
+        strategy = make_strategy(distribution)
+    chief = is_chief(strategy)
+    if chief:
+        run_dir = output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json(
+            os.path.join(output_dir, "train_config.json"),
+            {"model": model_config.to_dict(), "train": train_config.to_dict(),
+             "data_source": data_source.to_dict()},
+        )
+    else:
+        run_dir = os.path.join(output_dir, f"workertemp_{_worker_index(strategy)}")
     start = time.time()
     keras.utils.set_random_seed(train_config.seed)
-    strategy = _strategy(distribution)
     pairs = make_datasets(
         data_source, train_config.data, batch_size=train_config.recipe.batch_size,
         seed=train_config.seed,
     )
     patch_model, fit_logs = _fit(
-        model_config, train_config, pairs, strategy, distribution, output_dir, verbose, callbacks
+        model_config, train_config, pairs, strategy, run_dir, verbose, callbacks
     )
     wall_time = time.time() - start
+    result = {"model": model_config.name, "recipe": train_config.recipe.name, **fit_logs}
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {**result, "wall_time_s": wall_time}
 
     shipped = clean_copy(patch_model, model_config)
-    result = {
-        "model": model_config.name,
-        "recipe": train_config.recipe.name,
-        **fit_logs,
+    result.update(
         **_held_out_accuracies(shipped, pairs, data_source, train_config),
-        "validation_pairs": pairs.num_validation_pairs,
-        "wall_time_s": wall_time,
-    }
+        validation_pairs=pairs.num_validation_pairs,
+        wall_time_s=wall_time,
+    )
     if export_dir:
         machine = {**describe_machine(gpus=True), "precision": train_config.precision,
-                   "distribution": distribution, "replicas": strategy.num_replicas_in_sync}
+                   "distribution": _distribution_name(strategy),
+                   "replicas": strategy.num_replicas_in_sync}
         card = _model_card(model_config, train_config, pairs, result, machine)
         result["export"] = export_model(shipped, export_dir, card)
     _write_json(os.path.join(output_dir, "result.json"), result)
@@ -398,13 +493,50 @@ def _write_json(path: str, data: dict) -> None:
         json.dump(data, f, indent=2)
 
 
-def _fit_callbacks(output_dir: str, extra: Sequence[keras.callbacks.Callback]) -> list:
-    """Backup (resume), best checkpoint, CSV history and, if installed, TensorBoard."""
+class _SameRestoredStep(keras.callbacks.Callback):
+    """Stops a multi-worker run whose workers restored different steps from their backups.
+
+    Each worker restores its own backup; a kill between two workers' saves leaves them an
+    interval apart, and their collective ops would no longer match (a hang, or a late
+    error). Runs after ``BackupAndRestore.on_train_begin``; every worker sees the same sums,
+    so all of them raise or none.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_train_begin(self, logs=None):
+        step = float(self.model.optimizer.iterations.numpy())
+        # Over all replicas, n * sum(step^2) == sum(step)^2 only if every step is equal.
+        per_replica = self.strategy.experimental_distribute_values_from_function(
+            lambda _: tf.constant([step, step * step], tf.float64)
+        )
+        total, squares = self.strategy.reduce("SUM", per_replica, axis=None).numpy()
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas * squares != total * total:
+            raise RuntimeError(
+                "The workers restored different steps from their backups (this one: "
+                f"{step:.0f}, mean {total / replicas:g}). Copy the chief's backup/ folder "
+                "over each worker's workertemp_<index>/backup/, or delete them all to start "
+                "again."
+            )
+
+
+def _fit_callbacks(
+    output_dir: str, strategy: tf.distribute.Strategy, extra: Sequence[keras.callbacks.Callback]
+) -> list:
+    """Backup (resume); on the chief also best checkpoint, CSV history and TensorBoard."""
+    resume = [keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup"))]
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        resume.append(_SameRestoredStep(strategy))
+    if not is_chief(strategy):
+        return [*resume, *extra]
     csv_path = os.path.join(output_dir, "history.csv")
     best_path = os.path.join(output_dir, BEST_CHECKPOINT)
     os.makedirs(os.path.dirname(best_path), exist_ok=True)
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        *resume,
         keras.callbacks.ModelCheckpoint(
             best_path,
             monitor="val_accuracy",
@@ -422,16 +554,16 @@ def _fit_callbacks(output_dir: str, extra: Sequence[keras.callbacks.Callback]) -
     return fit_callbacks
 
 
-def _fit(model_config, train_config, pairs, strategy, distribution, output_dir, verbose,
-         callbacks) -> tuple:
+def _fit(model_config, train_config, pairs, strategy, output_dir, verbose, callbacks) -> tuple:
     """Builds and fits the model under the run's precision; loads the best checkpoint.
 
     Returns:
         ``(patch_model, logs)``: the trained patch model and the iteration count,
-        best logged validation accuracy and last epoch's logs.
+        digest of the final weights, best logged validation accuracy and last
+        epoch's logs.
     """
     train_data = pairs.train
-    if distribution == "multi_worker":
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         options = tf.data.Options()
         shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         options.experimental_distribute.auto_shard_policy = shard_policy
@@ -447,17 +579,19 @@ def _fit(model_config, train_config, pairs, strategy, distribution, output_dir, 
             epochs=train_config.epochs,
             steps_per_epoch=train_config.validation_interval,
             validation_data=pairs.validation,
-            callbacks=_fit_callbacks(output_dir, callbacks),
+            callbacks=_fit_callbacks(output_dir, strategy, callbacks),
             verbose=verbose,
             shuffle=False,  # the stream is already shuffled
         )
         iterations = int(training_model.optimizer.iterations.numpy())
+        final_digest = weights_digest(training_model)
         if os.path.exists(best_path):
             training_model.load_weights(best_path)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     return patch_model, {
         "iterations": iterations,
+        "final_weights_sha256": final_digest,
         "best_val_accuracy_logged": _best_logged(os.path.join(output_dir, "history.csv")),
         "final_epoch_logs": {k: float(v[-1]) for k, v in history.history.items() if v},
     }
