@@ -89,7 +89,7 @@ def list_stacks(batch_dir: str) -> list:
     folders = {}
     for metadata in found:
         folder, file_name = posixpath.split(metadata.path)
-        if os.path.splitext(file_name)[1].lower() in images.IMAGE_EXTENSIONS:
+        if os.path.splitext(file_name)[1].lower() in images.READABLE_EXTENSIONS:
             folders.setdefault(posixpath.basename(folder), []).append(metadata.path)
     stacks = [
         Stack(name, tuple(sorted(paths, key=images.natural_key)))

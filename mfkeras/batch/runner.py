@@ -17,7 +17,7 @@ import numpy as np
 
 from mfkeras.batch.stacks import Stack, output_path
 from mfkeras.fusion.options import FusionOptions
-from mfkeras.io import images
+from mfkeras.io import images, metadata
 from mfkeras.io.validate import validate_images
 
 REPORT_FILE = "batch_report.json"
@@ -72,6 +72,7 @@ def fuse_batch(
     prepare: Optional[Callable[[list], list]] = None,
     progress: bool = False,
     max_pixels: int = images.DEFAULT_MAX_PIXELS,
+    keep_metadata: bool = True,
 ) -> dict:
     """Fuses every stack to ``<output_dir>/<name>.<output_ext>`` and writes the report.
 
@@ -85,6 +86,7 @@ def fuse_batch(
         prepare: optional step between reading and fusing, as in :func:`fuse_stack_files`.
         progress: show a progress bar over the stacks on stderr.
         max_pixels: the largest frame accepted.
+        keep_metadata: give each output its first frame's EXIF, ICC profile and XMP.
 
     Returns:
         The report also written to ``<output_dir>/batch_report.json``: counts, and per
@@ -105,7 +107,7 @@ def fuse_batch(
 
         iterator = tqdm(iterator, total=len(stacks), desc="stacks", unit="stack")
     for stack, target in iterator:
-        entries.append(_run_one(stack, target, model, options, overwrite, prepare, max_pixels))
+        entries.append(_run_one(stack, target, model, options, overwrite, prepare, max_pixels, keep_metadata))
     report = _summarize(entries, time.perf_counter() - start)
     images.write_bytes_atomic(
         os.path.join(output_dir, REPORT_FILE), json.dumps(report, indent=2).encode()
@@ -113,14 +115,15 @@ def fuse_batch(
     return report
 
 
-def _run_one(stack, target, model, options, overwrite, prepare, max_pixels) -> dict:
+def _run_one(stack, target, model, options, overwrite, prepare, max_pixels, keep_metadata) -> dict:
     entry = {"stack": stack.name, "frames": list(stack.paths), "output": target}
     if os.path.exists(target) and not overwrite:
         return {**entry, "status": "skipped", "reason": "output exists"}
     start = time.perf_counter()
     try:
         fused = fuse_stack_files(stack.paths, model, options, prepare, max_pixels)
-        images.write_image(target, fused)
+        carried = metadata.read_metadata(stack.paths[0]) if keep_metadata else None
+        images.write_image(target, fused, carried)
     except STACK_ERRORS as error:
         return {**entry, "status": "failed", "reason": str(error) or type(error).__name__}
     return {**entry, "status": "fused", "seconds": time.perf_counter() - start}

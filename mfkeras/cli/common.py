@@ -52,12 +52,22 @@ def run_main(main) -> None:
 
 @contextlib.contextmanager
 def clean_errors(program: str):
-    """Turns input errors into one line on stderr and exit status 2 (no traceback)."""
+    """Turns input errors into one line on stderr and exit status 2 (no traceback), and
+    warnings into one line each (``program: warning: ...``)."""
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{program}: warning: {as_flags(str(message))}", file=sys.stderr)
+
+    previous = warnings.showwarning
+    warnings.showwarning = one_line
     try:
         yield
     except (ValueError, OSError) as error:
         print(f"{program}: error: {as_flags(str(error))}", file=sys.stderr)
         sys.exit(USAGE_EXIT_STATUS)
+    finally:
+        warnings.showwarning = previous
 
 
 # Library messages name parameters; on the command line they read as the flags that set them.

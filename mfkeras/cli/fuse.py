@@ -48,6 +48,9 @@ flags.DEFINE_integer("max_tile_side", None, "Score in tiles of at most this many
 flags.DEFINE_string("save_maps", None, "Directory to write the score, focus and decision maps into.")
 flags.DEFINE_string("plot", None, "PNG file for the figure of decision maps and fused images.")
 flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+flags.DEFINE_bool(
+    "strip_metadata", False, "Leave the reference frame's EXIF, ICC profile and XMP out of the output."
+)
 flags.DEFINE_enum(
     "backend", "auto", ["auto", "keras", "litert"],
     "Who runs the network: litert (the shipped models' .tflite files, no TensorFlow import), keras "
@@ -132,6 +135,34 @@ def progress_bar():
     return lambda iterable, description: tqdm(
         iterable, desc=description, delay=1.0, leave=False, file=sys.stderr
     )
+
+
+def reference_metadata(paths):
+    """The metadata the output carries: the reference frame's (None with --strip_metadata).
+
+    The reference is --reference_frame, else the middle frame when aligning, else the first.
+    Frames whose ICC profile differs from the reference's are named in a warning.
+    """
+    if FLAGS.strip_metadata:
+        return None
+    import warnings
+
+    from mfkeras.io import metadata
+
+    aligning = FLAGS.align or FLAGS.load_alignment
+    reference = FLAGS.reference_frame if FLAGS.reference_frame is not None else (
+        len(paths) // 2 if aligning else 0
+    )
+    found = [metadata.read_metadata(path) for path in paths]
+    if 0 <= reference < len(paths):
+        other = metadata.icc_mismatch(paths, found, reference)
+        if other:
+            warnings.warn(
+                f"{', '.join(other)} carry an ICC profile other than {paths[reference]}'s; "
+                f"the fused image is tagged with {paths[reference]}'s."
+            )
+        return found[reference]
+    return None
 
 
 def say(message: str) -> None:
@@ -233,6 +264,7 @@ def run_batch() -> int:
         found, model, FLAGS.output_dir, fusion_options(), output_ext=FLAGS.output_ext,
         overwrite=FLAGS.overwrite, prepare=alignment_step(report=lambda line: None),
         progress=sys.stderr.isatty() and not FLAGS.quiet, max_pixels=max_pixels(),
+        keep_metadata=not FLAGS.strip_metadata,
     )
     for failure in report["failures"]:
         print(f"  failed: {failure['stack']}: {failure['reason']}", file=sys.stderr)
@@ -293,7 +325,7 @@ def fuse_one(positional) -> None:
         model = load_model(backend)
     result = fusion.fuse(sources, model, fusion_options(), times=times, progress=progress_bar())
     with times.stage("encode"):
-        images.write_image(output, result.fused)
+        images.write_image(output, result.fused, reference_metadata(paths))
     say(f"Fused {len(paths)} images with {model.name} ({backend}) -> {output}")
     if FLAGS.timings:
         print(times.summary(), file=sys.stderr)

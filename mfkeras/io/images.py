@@ -15,9 +15,30 @@ import numpy as np
 
 from mfkeras.io.stderr import native_stderr_silenced
 
-# Extensions of the images mfkeras reads (and writes).
+# Extensions of the images mfkeras reads and writes.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 WRITABLE_EXTENSIONS = IMAGE_EXTENSIONS
+# Extensions of the camera RAW files LibRaw develops (Adobe DNG and the makers' own).
+RAW_EXTENSIONS = (
+    ".dng",  # Adobe, and Leica, Pentax, Ricoh, phones
+    ".cr2", ".cr3", ".crw",  # Canon
+    ".nef", ".nrw",  # Nikon
+    ".arw", ".srf", ".sr2",  # Sony
+    ".orf",  # Olympus / OM System
+    ".rw2", ".raw",  # Panasonic (and Leica's .raw)
+    ".raf",  # Fujifilm
+    ".pef",  # Pentax
+    ".srw",  # Samsung
+    ".rwl",  # Leica
+    ".3fr", ".fff",  # Hasselblad
+    ".iiq",  # Phase One
+    ".erf",  # Epson
+    ".mef", ".mos",  # Mamiya, Leaf
+    ".mrw",  # Minolta
+    ".kdc", ".dcr",  # Kodak
+)
+# What folders and glob patterns of frames are searched for.
+READABLE_EXTENSIONS = IMAGE_EXTENSIONS + RAW_EXTENSIONS
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
 # Frames larger than this are refused before decoding: room for a 100 MP camera (11648 x 8736)
 # and for stitched panoramas, not for a header that lies (a "60000 x 60000" PNG).
@@ -48,7 +69,7 @@ def list_images(folder: str) -> list:
         (
             entry.path
             for entry in os.scandir(folder)
-            if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+            if entry.is_file() and os.path.splitext(entry.name)[1].lower() in READABLE_EXTENSIONS
         ),
         key=natural_key,
     )
@@ -136,6 +157,8 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
     An alpha channel is dropped with a warning; EXIF orientation is applied. The header is
     checked first (:func:`check_decoded_size`), so an oversized frame costs no decoding.
+    Camera RAW files (:data:`mfkeras.io.raw.RAW_EXTENSIONS`) are developed by
+    :func:`mfkeras.io.raw.read_raw` into 16-bit RGB.
 
     Args:
         path: the image file.
@@ -152,6 +175,10 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise ImageError(f"Input file is empty (0 bytes): {path}")
     if not os.access(path, os.R_OK):
         raise ImageError(f"Input file is not readable: {path}")
+    from mfkeras.io import raw
+
+    if raw.is_raw_path(path):
+        return raw.read_raw(path)
     data = np.fromfile(path, dtype=np.uint8)
     check_decoded_size(path, data, max_pixels)
     with native_stderr_silenced():  # the decoders' own error lines; ours follows
@@ -169,6 +196,8 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         if image.shape[2] != 3:
             raise ImageError(f"Unsupported channel count {image.shape[2]} in {path}.")
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if data[:4].tobytes() in (b"II*\0", b"MM\0*"):
+        return image  # OpenCV's TIFF decoder applies the Orientation tag itself
     return _apply_exif_orientation(image, data)
 
 
@@ -271,6 +300,19 @@ def write_bytes_atomic(path: str, payload: bytes) -> None:
         raise
 
 
-def write_image(path: str, image: np.ndarray) -> None:
-    """Encodes and writes an image atomically (RGB channel order for colour)."""
-    write_bytes_atomic(path, encode_image(path, image))
+def write_image(path: str, image: np.ndarray, metadata=None) -> None:
+    """Encodes and writes an image atomically (RGB channel order for colour).
+
+    Args:
+        path: the output file; its extension sets the format.
+        image: the image, gray or RGB, uint8 or uint16.
+        metadata: a :class:`mfkeras.io.metadata.Metadata` to embed (the reference frame's
+            EXIF, ICC profile and XMP; Orientation reset, Software set), or None for none.
+    """
+    payload = encode_image(path, image)
+    if metadata is not None:
+        from mfkeras import __version__
+        from mfkeras.io.metadata import embed_metadata
+
+        payload = embed_metadata(payload, os.path.splitext(path)[1], metadata, f"mfkeras {__version__}")
+    write_bytes_atomic(path, payload)

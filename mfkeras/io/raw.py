@@ -22,27 +22,8 @@ import os
 import numpy as np
 import rawpy
 
-from mfkeras.io.images import ImageError
+from mfkeras.io.images import RAW_EXTENSIONS, ImageError  # noqa: F401  (RAW_EXTENSIONS re-exported)
 
-# Extensions of the camera RAW files LibRaw develops (Adobe DNG and the makers' own).
-RAW_EXTENSIONS = (
-    ".dng",  # Adobe, and Leica, Pentax, Ricoh, phones
-    ".cr2", ".cr3", ".crw",  # Canon
-    ".nef", ".nrw",  # Nikon
-    ".arw", ".srf", ".sr2",  # Sony
-    ".orf",  # Olympus / OM System
-    ".rw2", ".raw",  # Panasonic (and Leica's .raw)
-    ".raf",  # Fujifilm
-    ".pef",  # Pentax
-    ".srw",  # Samsung
-    ".rwl",  # Leica
-    ".3fr", ".fff",  # Hasselblad
-    ".iiq",  # Phase One
-    ".erf",  # Epson
-    ".mef", ".mos",  # Mamiya, Leaf
-    ".mrw",  # Minolta
-    ".kdc", ".dcr",  # Kodak
-)
 # The sRGB transfer curve as LibRaw takes it: (power, slope of the linear toe).
 SRGB_GAMMA = (2.4, 12.92)
 
