@@ -11,7 +11,7 @@ The public API, loaded on first use so that ``import mfkeras`` (and
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Modules and the public names taken from them as they are.
 _PUBLIC_FROM = {

@@ -447,16 +447,7 @@ def train(
     if not isinstance(strategy, tf.distribute.Strategy):
         strategy = make_strategy(distribution)
     chief = is_chief(strategy)
-    if chief:
-        run_dir = output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        _write_json(
-            os.path.join(output_dir, "train_config.json"),
-            {"model": model_config.to_dict(), "train": train_config.to_dict(),
-             "data_source": data_source.to_dict()},
-        )
-    else:
-        run_dir = os.path.join(output_dir, f"workertemp_{_worker_index(strategy)}")
+    run_dir = _prepare_run_dir(strategy, chief, output_dir, model_config, train_config, data_source)
     start = time.time()
     keras.utils.set_random_seed(train_config.seed)
     pairs = make_datasets(
@@ -472,11 +463,34 @@ def train(
         shutil.rmtree(run_dir, ignore_errors=True)
         return {**result, "wall_time_s": wall_time}
 
+    result["wall_time_s"] = wall_time
+    return _finish_on_chief(
+        patch_model, model_config, train_config, pairs, data_source, strategy, result, output_dir,
+        export_dir,
+    )
+
+
+def _prepare_run_dir(strategy, chief, output_dir, model_config, train_config, data_source) -> str:
+    """The chief's run directory (with ``train_config.json``), or another worker's backup folder."""
+    if not chief:
+        return os.path.join(output_dir, f"workertemp_{_worker_index(strategy)}")
+    os.makedirs(output_dir, exist_ok=True)
+    _write_json(
+        os.path.join(output_dir, "train_config.json"),
+        {"model": model_config.to_dict(), "train": train_config.to_dict(),
+         "data_source": data_source.to_dict()},
+    )
+    return output_dir
+
+
+def _finish_on_chief(
+    patch_model, model_config, train_config, pairs, data_source, strategy, result, output_dir, export_dir
+) -> dict:
+    """Held-out accuracies, the export with its model card, and ``result.json``."""
     shipped = clean_copy(patch_model, model_config)
     result.update(
         **_held_out_accuracies(shipped, pairs, data_source, train_config),
         validation_pairs=pairs.num_validation_pairs,
-        wall_time_s=wall_time,
     )
     if export_dir:
         machine = {**describe_machine(gpus=True), "precision": train_config.precision,

@@ -132,3 +132,35 @@ def test_tiff_orientation_is_applied_once(tmp_path):
         shown = images.read_image(str(tmp_path / f"o6{extension}"))
         assert shown.shape == (30, 20, 3), extension
         assert shown[:5, -5:].mean() > 200 and shown[-5:, :5].mean() < 50, extension
+
+
+def test_sixteen_bit_tiff_in_gives_sixteen_bit_tiff_out(tmp_path, model_path):
+    rng = np.random.default_rng(7)
+    sharp = (cv2.GaussianBlur(rng.random((48, 64, 3)), (0, 0), 1.0) * 65535).astype(np.uint16)
+    frames = [sharp, cv2.GaussianBlur(sharp, (0, 0), 2.0)]
+    paths = []
+    for index, frame in enumerate(frames):
+        paths.append(str(tmp_path / f"deep_{index}.tif"))
+        images.write_image(paths[-1], frame)
+    out = tmp_path / "fused.tif"
+    proc = _run(*paths, "-o", str(out), f"--model={model_path}")
+    assert proc.returncode == 0, proc.stderr
+    fused = images.read_image(str(out))
+    assert fused.dtype == np.uint16 and fused.shape == (48, 64, 3)
+    assert np.all(fused.astype(int) >= np.minimum(*frames).astype(int) - 1)
+    assert np.all(fused.astype(int) <= np.maximum(*frames).astype(int) + 1)
+    assert np.abs(fused.astype(int) - sharp).mean() < np.abs(frames[1].astype(int) - sharp).mean()
+
+
+def test_truncated_tiff_is_one_line_and_nothing_is_written(tmp_path, model_path):
+    a, b = _frames(3)
+    good = tmp_path / "a.tif"
+    images.write_image(str(good), a)
+    payload = images.encode_image("b.tif", b)
+    cut = tmp_path / "b.tif"
+    cut.write_bytes(payload[: len(payload) // 2])
+    out = tmp_path / "never.tif"
+    proc = _run(str(good), str(cut), "-o", str(out), f"--model={model_path}")
+    assert proc.returncode == 2 and "truncated" in proc.stderr and "b.tif" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert cut.stat().st_size == len(payload) // 2
