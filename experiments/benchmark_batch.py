@@ -16,7 +16,6 @@ Example:
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,17 +52,6 @@ def make_batch(pairs, count: int, root: str) -> None:
             os.symlink(os.path.abspath(path), os.path.join(folder, f"{tag}{Path(path).suffix}"))
 
 
-def median_of(function, repeats: int) -> float:
-    """Median seconds of ``function()`` over ``repeats`` runs after one warm-up."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main(argv):
     del argv
     with cli.clean_errors("benchmark_batch"):
@@ -88,9 +76,9 @@ def main(argv):
                 "backend": FLAGS.backend,
                 "stacks": FLAGS.stacks,
                 "pair_shape": list(first[0].shape),
-                "in_process_pair_s_before": median_of(lambda: fusion.fuse(first, model), FLAGS.repeats),
-                "decode_s": median_of(lambda: [images.read_image(p) for p in pairs[0].paths], FLAGS.repeats),
-                "encode_s": median_of(
+                "in_process_pair_s_before": cli.median_seconds(lambda: fusion.fuse(first, model), FLAGS.repeats),
+                "decode_s": cli.median_seconds(lambda: [images.read_image(p) for p in pairs[0].paths], FLAGS.repeats),
+                "encode_s": cli.median_seconds(
                     lambda: images.write_image(os.path.join(scratch, "probe.png"), fused), FLAGS.repeats
                 ),
             }
@@ -109,7 +97,7 @@ def main(argv):
                 start = time.perf_counter()
                 subprocess.run(command, check=True, capture_output=True)
                 report["batch_cli_s"] = time.perf_counter() - start
-            report["in_process_pair_s_after"] = median_of(lambda: fusion.fuse(first, model), FLAGS.repeats)
+            report["in_process_pair_s_after"] = cli.median_seconds(lambda: fusion.fuse(first, model), FLAGS.repeats)
             report["in_process_pair_s"] = 0.5 * (
                 report["in_process_pair_s_before"] + report["in_process_pair_s_after"]
             )

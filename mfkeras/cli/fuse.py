@@ -198,7 +198,8 @@ def alignment_step(report=print):
             alignment = align.apply_warps(sources, warps, reference)
         else:
             alignment = align.align_images(
-                sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method
+                sources, FLAGS.reference_frame, motion=FLAGS.align_model, method=FLAGS.align_method,
+                progress=progress_bar(),
             )
         if FLAGS.save_alignment:
             payload = align.alignment_to_json(alignment, sources[0].shape).encode()

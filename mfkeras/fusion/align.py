@@ -147,6 +147,7 @@ def align_images(
     reference_index: int | None = None,
     motion: str = "affine",
     method: str = "ecc",
+    progress=None,
 ) -> Alignment:
     """Registers every frame to a reference frame, warps it and crops to the common area.
 
@@ -155,6 +156,7 @@ def align_images(
         reference_index: the reference frame; None takes the middle one.
         motion: ``affine`` or ``homography``.
         method: ``ecc`` (intensity-based, sub-pixel) or ``features`` (ORB + RANSAC).
+        progress: ``progress(iterable, description)`` wraps the loop over frames (a progress bar).
 
     Returns:
         An :class:`Alignment`.
@@ -169,9 +171,10 @@ def align_images(
         raise ValueError(f"reference_index must be in [0, {len(images)}). Received: {reference_index}")
     grays = [_unit_gray(image) for image in images]
     estimate = estimate_warp_ecc if method == "ecc" else estimate_warp_features
+    frames = list(enumerate(grays)) if progress is None else progress(list(enumerate(grays)), "alignment")
     warps = [
         np.eye(3) if index == reference_index else estimate(grays[reference_index], gray, motion)
-        for index, gray in enumerate(grays)
+        for index, gray in frames
     ]
     return apply_warps(images, warps, reference_index)
 

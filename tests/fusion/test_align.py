@@ -65,3 +65,22 @@ def test_bad_options_are_named(kwargs, message):
     frames = [_textured((64, 64))] * 2
     with pytest.raises(ValueError, match=message):
         align.align_images(frames, **kwargs)
+
+
+def test_progress_sees_every_frame_of_the_alignment():
+    rng = np.random.default_rng(2)
+    texture = cv2.GaussianBlur(rng.random((96, 112)), (0, 0), 2.0)
+    base = np.round(255 * (texture - texture.min()) / np.ptp(texture)).astype(np.uint8)
+    frames = [base, np.roll(base, 2, axis=1), np.roll(base, -1, axis=0)]
+    seen = []
+
+    def progress(iterable, description):
+        items = list(iterable)
+        seen.append((description, len(items)))
+        return items
+
+    with_bar = align.align_images(frames, 0, progress=progress)
+    assert seen == [("alignment", 3)]
+    without = align.align_images(frames, 0)
+    assert with_bar.crop == without.crop
+    np.testing.assert_array_equal(with_bar.images[1], without.images[1])
