@@ -1,0 +1,78 @@
+"""The ground-truth generator: deterministic, object-shaped layers, layered defocus with halos."""
+
+import cv2
+import numpy as np
+import pytest
+
+from mfkeras.evaluation import groundtruth, reference
+
+
+def _scene(seed=0, shape=(96, 128)):
+    """A textured background with a bright textured disc in front: an object GrabCut can find."""
+    rng = np.random.default_rng(seed)
+    texture = cv2.GaussianBlur(rng.random((*shape, 3)), (0, 0), 1.0)
+    image = 60 + 80 * texture
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    disc = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (shape[0] / 3.2) ** 2
+    image[disc] = 150 + 100 * texture[disc][:, ::-1]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_same_seed_same_sample_other_seed_other_sample():
+    image = _scene()
+    first, again = groundtruth.make_sample(image, 2, seed=3), groundtruth.make_sample(image, 2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(first.frames, again.frames))
+    assert np.array_equal(first.labels, again.labels)
+    other = groundtruth.make_sample(image, 2, seed=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(first.frames, other.frames))
+
+
+@pytest.mark.parametrize("frames", [2, 3, 5])
+def test_each_frame_is_exact_where_it_is_sharp_away_from_boundaries(frames):
+    image = _scene(1)
+    sample = groundtruth.make_sample(image, frames, seed=frames)
+    assert sorted(np.unique(sample.labels)) == list(range(frames))
+    assert np.array_equal(sample.truth, image)
+    reach = groundtruth.defocus_kernel(sample.kernel, sample.radius_step * (frames - 1)).shape[0]
+    far = ~reference.boundary_band(sample.labels, k=reach)
+    for index, frame in enumerate(sample.frames):
+        sharp = (sample.labels == index) & far
+        if sharp.any():
+            assert np.array_equal(frame[sharp], image[sharp])
+        blurred = (sample.labels != index) & far
+        if blurred.any():
+            assert np.abs(frame[blurred].astype(int) - image[blurred]).mean() > 0.5
+    assert not np.array_equal(sample.frames[0], sample.frames[-1])
+
+
+def test_defocused_foreground_spreads_over_the_sharp_background():
+    image = _scene(2)
+    image[:, 64:] = np.clip(image[:, 64:].astype(int) + 90, 0, 255)  # a bright near layer
+    labels = np.zeros(image.shape[:2], np.int32)
+    labels[:, 64:] = 1  # layer 1 (near) on the right half
+    focus_far = groundtruth.render_frame(image, labels, focus=0, kernel="disc", radius_step=4.0)
+    focus_near = groundtruth.render_frame(image, labels, focus=1, kernel="disc", radius_step=4.0)
+    # Focused far: the background next to the boundary is covered by the blurred foreground (halo).
+    assert (focus_far[:, 61:64].astype(int) - image[:, 61:64]).mean() > 10
+    assert np.array_equal(focus_far[:, :50], image[:, :50])
+    # Focused near: the sharp foreground cuts the blurred background cleanly.
+    assert np.array_equal(focus_near[:, 64:], image[:, 64:])
+
+
+def test_kernels_are_normalised_and_bad_settings_named():
+    for kind in groundtruth.KERNELS:
+        for radius in (0, 1.5, 4):
+            assert groundtruth.defocus_kernel(kind, radius).sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        groundtruth.defocus_kernel("box", 2)
+    with pytest.raises(ValueError, match="frames must be >= 2"):
+        groundtruth.make_sample(_scene(), 1, seed=0)
+    with pytest.raises(ValueError, match="kernels must be from"):
+        groundtruth.DefocusConfig(kernels=("box",))
+
+
+def test_development_split_is_fixed_by_name():
+    names = [f"2007_{i:06d}.jpg" for i in range(2000)]
+    chosen = [n for n in names if groundtruth.is_development_image(n)]
+    assert 0.09 < len(chosen) / len(names) < 0.16
+    assert chosen == [n for n in names if groundtruth.is_development_image("some/dir/" + n)]
