@@ -45,6 +45,10 @@ _DISTRIBUTION = flags.DEFINE_enum(
     "auto: multi_worker if TF_CONFIG is set, mirrored with several GPUs, else default.",
 )
 _IMAGE_DIR = flags.DEFINE_string("image_dir", None, "Folder of training images (recursive).")
+_EXCLUDE_DEVELOPMENT = flags.DEFINE_bool(
+    "exclude_development", False,
+    "Leave out the ground-truth development split's images (mfkeras.evaluation.groundtruth).",
+)
 _TFDS_NAME = flags.DEFINE_string("tfds_name", "voc/2012", "tfds dataset used without --image_dir.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir holding a prepared copy.")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "Let tfds download and prepare the data.")
@@ -112,7 +116,7 @@ def main(argv):
         precision=_PRECISION.value,
     )
     if _IMAGE_DIR.value:
-        source = data.ImageFolder(_IMAGE_DIR.value)
+        source = data.ImageFolder(_IMAGE_DIR.value, exclude_development=_EXCLUDE_DEVELOPMENT.value)
     else:
         source = data.TfdsSource(
             name=_TFDS_NAME.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value

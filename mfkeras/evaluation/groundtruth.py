@@ -12,10 +12,11 @@ defocused background cleanly. Everything is deterministic given the seed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import cv2
 import numpy as np
+
+from mfkeras.training.split import is_development_image  # noqa: F401  (the split, re-exported)
 
 KERNELS = ("disc", "gaussian")
 
@@ -159,13 +160,3 @@ def make_sample(image: np.ndarray, frames: int, seed: int, config: DefocusConfig
     radius_step = float(config.radius_steps[int(rng.integers(len(config.radius_steps)))])
     rendered = [render_frame(image, depth, frames - 1 - i, kernel, radius_step) for i in range(frames)]
     return Sample(rendered, image, (frames - 1 - depth).astype(np.int32), kernel, radius_step)
-
-
-def is_development_image(name: str, share: int = 8) -> bool:
-    """Whether an image belongs to the development split: 1 in ``share`` file stems, by SHA-1.
-
-    Fixed by the name alone, so the split is the same wherever the images are; training
-    must leave these images out.
-    """
-    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return int(hashlib.sha1(stem.encode()).hexdigest(), 16) % share == 0

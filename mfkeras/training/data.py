@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from mfkeras.io.config_json import JsonConfig
+from mfkeras.training.split import is_development_image
 from mfkeras.io.images import IMAGE_EXTENSIONS
 from mfkeras.network.model import INPUT_A, INPUT_B
 
@@ -110,13 +111,17 @@ class ImageFolder:
     Attributes:
         path: the folder. A share of its files (``PairConfig.validation_fraction``)
             is held out for validation.
+        exclude_development: leave out the development split's images
+            (:func:`is_development_image`), so that models are evaluated on images they
+            were never trained on.
     """
 
     path: str
+    exclude_development: bool = False
 
     def to_dict(self) -> dict:
         """Returns the source as plain JSON-serialisable types."""
-        return {"kind": "folder", "path": self.path}
+        return {"kind": "folder", "path": self.path, "exclude_development": self.exclude_development}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,7 +347,7 @@ def _fits(image: tf.Tensor, min_size: int) -> tf.Tensor:
     return tf.logical_and(shape[0] >= min_size, shape[1] >= min_size)
 
 
-def scan_image_folder(path: str, min_size: int = 16) -> ImageFiles:
+def scan_image_folder(path: str, min_size: int = 16, exclude_development: bool = False) -> ImageFiles:
     """Finds the usable images of a folder, recursively.
 
     Each candidate file is decoded once; unreadable files and files smaller than
@@ -351,6 +356,7 @@ def scan_image_folder(path: str, min_size: int = 16) -> ImageFiles:
     Args:
         path: the folder.
         min_size: smallest usable height and width.
+        exclude_development: leave out the development split (:func:`is_development_image`).
 
     Returns:
         The usable files as :class:`ImageFiles`.
@@ -365,7 +371,9 @@ def scan_image_folder(path: str, min_size: int = 16) -> ImageFiles:
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not (
+                exclude_development and is_development_image(name)
+            ):
                 candidates.append(os.path.join(root, name))
     if not candidates:
         raise ValueError(
@@ -526,7 +534,7 @@ def make_datasets(
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     validation_batch_size = validation_batch_size or batch_size
     if isinstance(source, ImageFolder):
-        files = scan_image_folder(source.path, config.min_image_size)
+        files = scan_image_folder(source.path, config.min_image_size, source.exclude_development)
         train_index, val_index = split_holdout(len(files.paths), config.validation_fraction, seed)
         train_files, val_files = files.subset(train_index), files.subset(val_index)
         train = _train_stream(

@@ -247,3 +247,19 @@ def test_preview_writes_a_png(tmp_path):
     path = data.preview(pairs.train, str(tmp_path / "out" / "preview.png"), num_pairs=6, columns=3)
     image = cv2.imread(path)
     assert image is not None and image.shape[0] > 50 and image.shape[1] > 100
+
+
+def test_development_images_can_be_kept_out_of_training(tmp_path):
+    from mfkeras.training.split import is_development_image
+
+    folder = _write_folder(tmp_path / "images", count=24)
+    names = sorted(os.listdir(folder))
+    development = [n for n in names if is_development_image(n)]
+    assert 0 < len(development) < len(names)
+    every = data.scan_image_folder(folder)
+    kept = data.scan_image_folder(folder, exclude_development=True)
+    assert sorted(os.path.basename(p) for p in every.paths) == names
+    assert sorted(os.path.basename(p) for p in kept.paths) == sorted(set(names) - set(development))
+    source = data.ImageFolder(folder, exclude_development=True)
+    assert data.source_from_dict(source.to_dict()) == source
+    assert data.source_from_dict({"kind": "folder", "path": folder}) == data.ImageFolder(folder)
