@@ -1,8 +1,9 @@
 """Fused quality against ground truth on the generated development split.
 
 Builds the split deterministically from the all-in-focus images whose names
-`mfkeras.evaluation.groundtruth.is_development_image` selects (never used for training
-from now on): --pairs pairs and --stacks five-frame stacks, sample i from image i (cycled)
+`mfkeras.evaluation.groundtruth.is_development_image` selects (`mfkeras-train
+--exclude_development` keeps them out of training): --pairs pairs and --stacks five-frame
+stacks, sample i from image i (cycled)
 with seed i. Every method fuses every sample; PSNR, boundary-band PSNR (k = --band) and SSIM
 against the all-in-focus image are averaged. Methods: each shipped model with the default
 rule, the oracle (the true focus map, an upper bound for selection), and focus-stack, enfuse
