@@ -35,7 +35,10 @@ from mfkeras.training import provenance  # noqa: E402
 LYTRO = REPO_ROOT.parent / "shared/data/lytro"
 flags.DEFINE_list("pair", [str(LYTRO / "lytro_01_A.jpg"), str(LYTRO / "lytro_01_B.jpg")], "The 520x520 pair.")
 flags.DEFINE_integer("repeats", 5, "Timed rounds after the warm-up (median).")
-flags.DEFINE_list("backends", ["litert", "keras"], "mfkeras-fuse backends to time.")
+flags.DEFINE_list(
+    "backends", ["litert", "litert_dynamic_int8", "keras"],
+    "mfkeras-fuse backends to time (litert_dynamic_int8: the LiteRT backend's int8 files).",
+)
 flags.DEFINE_string("model", None, "Model for mfkeras-fuse (default: the shipped default).")
 flags.DEFINE_string("focus_stack", None, "Path of the focus-stack executable (skipped when absent).")
 flags.DEFINE_string("enfuse", None, "Path of the enfuse executable (skipped when absent).")
@@ -82,11 +85,12 @@ def commands_for(inputs: list, scratch: str, tag: str) -> dict:
     """The mfkeras-fuse command of each backend and the peers' commands for ``inputs``."""
     fuse = [sys.executable, "-m", "mfkeras.cli.fuse"]
     model = [f"--model={FLAGS.model}"] if FLAGS.model else []
-    commands = {
-        f"mfkeras_{backend}": [*fuse, *inputs, "-o", os.path.join(scratch, f"{tag}_{backend}.png"),
-                               f"--backend={backend}", "--overwrite", *model]
-        for backend in FLAGS.backends
-    }
+    commands = {}
+    for spec in FLAGS.backends:
+        backend, _, quantization = spec.partition("_")
+        options = [f"--backend={backend}"] + ([f"--litert_quantization={quantization}"] if quantization else [])
+        commands[f"mfkeras_{spec}"] = [*fuse, *inputs, "-o", os.path.join(scratch, f"{tag}_{spec}.png"),
+                                      *options, "--overwrite", *model]
     if FLAGS.focus_stack and shutil.which(FLAGS.focus_stack):
         commands["focus_stack"] = [FLAGS.focus_stack, f"--output={os.path.join(scratch, tag + '_fs.png')}", *inputs]
     if FLAGS.enfuse and shutil.which(FLAGS.enfuse):

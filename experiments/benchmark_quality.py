@@ -37,6 +37,10 @@ flags.DEFINE_integer("pairs", 300, "Generated pairs.")
 flags.DEFINE_integer("stacks", 50, "Generated five-frame stacks.")
 flags.DEFINE_integer("band", 8, "Half width k of the boundary band, pixels.")
 flags.DEFINE_list("models", None, "Shipped models to evaluate (default: all of them).")
+flags.DEFINE_list(
+    "rule", [], "Also the default model with these FusionOptions fields changed, e.g. "
+    "guided_radius=4,guided_eps=0.001.",
+)
 flags.DEFINE_string("focus_stack", None, "focus-stack executable (skipped when absent).")
 flags.DEFINE_string("enfuse", None, "enfuse executable (skipped when absent).")
 flags.DEFINE_string("openfocus", None, "openfocus executable, for StackMFF V3 (skipped when absent).")
@@ -135,6 +139,15 @@ def main(argv):
         models = {name: zoo.load_patch_model(name) for name in names}
         methods = {f"mfkeras {name}": (lambda frames, m=model: fusion.fuse(frames, m).fused)
                    for name, model in models.items()}
+        if FLAGS.rule:
+            changes = {key: type(getattr(fusion.FusionOptions(), key))(value)
+                       for key, value in (item.split("=", 1) for item in FLAGS.rule)}
+            options = fusion.FusionOptions(**changes)
+            default = models.get(zoo.DEFAULT_MODEL) or zoo.load_patch_model()
+            label = ", ".join(FLAGS.rule)
+            methods[f"mfkeras {zoo.DEFAULT_MODEL} ({label})"] = (
+                lambda frames: fusion.fuse(frames, default, options).fused
+            )
         peers = peer_commands()
         start = time.perf_counter()
         report = {"machine": provenance.describe_machine(), "development_images": len(sources),

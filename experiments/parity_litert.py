@@ -23,6 +23,7 @@ from mfkeras.training import provenance  # noqa: E402
 
 flags.DEFINE_string("pairs_dir", str(REPO_ROOT.parent / "shared/data/lytro"), "Folder of <name>_A/_B pairs.")
 flags.DEFINE_string("model", None, "Shipped model with a LiteRT bundle (default: the shipped default).")
+flags.DEFINE_enum("quantization", "float32", ["float32", "dynamic_int8"], "Which shipped LiteRT bundle.")
 flags.DEFINE_string("output_json", str(REPO_ROOT / "experiments/results/parity_litert.json"), "Where to write.")
 FLAGS = flags.FLAGS
 
@@ -35,7 +36,9 @@ def main(argv):
         from mfkeras.network import zoo
 
         pairs = [(p.name, *p.paths) for p in source_pairs.find_pairs(FLAGS.pairs_dir) if p.ok]
-        report = parity.compare_backends(pairs, zoo.load_patch_model(FLAGS.model), zoo.load_litert_network(FLAGS.model))
+        network = zoo.load_litert_network(FLAGS.model, quantization=FLAGS.quantization)
+        report = parity.compare_backends(pairs, zoo.load_patch_model(FLAGS.model), network)
+        report["quantization"] = FLAGS.quantization
         report["machine"] = provenance.describe_machine()
         summary = report["summary"]
         print(

@@ -46,6 +46,10 @@ flags.DEFINE_string(
     "litert_dir", None, "Also (or only, without --output_dir) write the LiteRT backend's files here "
     "(pair, project and tail .tflite models and litert.json), e.g. saved_models/<name>/litert.",
 )
+flags.DEFINE_enum(
+    "litert_quantization", "float32", list(QUANTIZATIONS),
+    "Quantization of the --litert_dir models (shipped: float32 in litert/, dynamic_int8 in litert_dynamic_int8/).",
+)
 flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel version folder.")
 
 FLAGS = flags.FLAGS
@@ -53,7 +57,7 @@ FLAGS = flags.FLAGS
 KNOWN_FLAGS = (
     "output_dir", "version", "model", "liu_mat", "refine", "consistency", "area_ratio", "symmetric",
     "dense", "inference_dtype", "jit_compile", "tflite", "tflite_tile_size", "verify_dir", "litert_dir",
-    "overwrite",
+    "litert_quantization", "overwrite",
 )
 
 
@@ -158,7 +162,7 @@ def main(argv):
         network = fusion.as_score_network(model, dense=options.dense)
         if FLAGS.litert_dir:
             written = tflite.write_litert_bundle(
-                fusion.as_score_network(model), FLAGS.litert_dir, model.name
+                fusion.as_score_network(model), FLAGS.litert_dir, model.name, FLAGS.litert_quantization
             )
             print(f"LiteRT backend files -> {FLAGS.litert_dir}: " + ", ".join(
                 f"{name} ({size / 1e6:.1f} MB)" for name, size in sorted(written.items())

@@ -56,6 +56,11 @@ flags.DEFINE_enum(
     "Who runs the network: litert (the shipped models' .tflite files, no TensorFlow import), keras "
     "(any model, --dense, --inference_dtype, --jit_compile, GPUs), or auto (litert where it can).",
 )
+flags.DEFINE_enum(
+    "litert_quantization", "float32", ["float32", "dynamic_int8"],
+    "LiteRT backend: the float32 files (parity with Keras to 3e-6) or the dynamic-range int8 ones "
+    "(about 2.5x faster on CPUs; decisions agree >= 99.9 %).",
+)
 flags.DEFINE_bool("timings", False, "Print the seconds of each stage (decode, score, ..., encode).")
 flags.DEFINE_float(
     "max_megapixels", 250, "Refuse frames larger than this (read from the header, before decoding)."
@@ -89,12 +94,14 @@ def choose_backend() -> str:
         name for name, default in (("dense", False), ("inference_dtype", "float32"), ("jit_compile", False))
         if FLAGS[name].value != default
     ]
-    bundle = None if FLAGS.liu_mat else zoo.litert_dir(FLAGS.model)
-    if FLAGS.backend == "litert":
+    bundle = None if FLAGS.liu_mat else zoo.litert_dir(FLAGS.model, quantization=FLAGS.litert_quantization)
+    if FLAGS.backend == "litert" or FLAGS["litert_quantization"].present:
+        if FLAGS.backend == "keras":
+            raise ValueError("--litert_quantization is for the LiteRT backend: leave out --backend=keras.")
         if needs_keras:
             raise ValueError(f"--backend=litert runs the strided float32 network: leave out --{needs_keras[0]}.")
         if bundle is None:
-            zoo.load_litert_network(FLAGS.model)  # raises, naming what is missing
+            zoo.load_litert_network(FLAGS.model, quantization=FLAGS.litert_quantization)  # raises, naming it
         return "litert"
     if FLAGS.backend == "keras" or needs_keras or bundle is None:
         return "keras"
@@ -111,7 +118,9 @@ def load_model(backend: str):
     from mfkeras.network import zoo
 
     if backend == "litert":
-        return zoo.load_litert_network(FLAGS.model, quiet=not FLAGS.verbose)
+        return zoo.load_litert_network(
+            FLAGS.model, quiet=not FLAGS.verbose, quantization=FLAGS.litert_quantization
+        )
     with native_stderr_silenced(not FLAGS.verbose):
         import tensorflow as tf
 
@@ -327,7 +336,8 @@ def fuse_one(positional) -> None:
     result = fusion.fuse(sources, model, fusion_options(), times=times, progress=progress_bar())
     with times.stage("encode"):
         images.write_image(output, result.fused, reference_metadata(paths))
-    say(f"Fused {len(paths)} images with {model.name} ({backend}) -> {output}")
+    label = backend if getattr(model, "quantization", "float32") == "float32" else f"{backend} {model.quantization}"
+    say(f"Fused {len(paths)} images with {model.name} ({label}) -> {output}")
     if FLAGS.timings:
         print(times.summary(), file=sys.stderr)
     write_extras(result, sources, maps_dir, plot)

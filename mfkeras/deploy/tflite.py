@@ -137,8 +137,8 @@ def _convert_function(function, signature, models, quantization: str) -> bytes:
     return converter.convert()
 
 
-def convert_stack(network: ScoreNetwork) -> tuple:
-    """Converts the O(N) stack split of the network (float32) for the LiteRT backend.
+def convert_stack(network: ScoreNetwork, quantization: str = "float32") -> tuple:
+    """Converts the O(N) stack split of the network for the LiteRT backend.
 
     Returns:
         ``(project_bytes, tail_bytes, stack_head)``: the per-frame projection (branch and
@@ -156,29 +156,32 @@ def convert_stack(network: ScoreNetwork) -> tuple:
     frames = [tf.TensorSpec((None, None, None, 1), tf.float32, name=litert.FRAMES)]
     pre = [tf.TensorSpec((None, None, None, stack_head.units), tf.float32, name=litert.PRE_ACTIVATION)]
     project_bytes = _convert_function(
-        project, frames, (network.branch, stack_head.projector), "float32"
+        project, frames, (network.branch, stack_head.projector), quantization
     )
-    tail_bytes = _convert_function(tail, pre, (stack_head.tail,), "float32")
+    tail_bytes = _convert_function(tail, pre, (stack_head.tail,), quantization)
     return project_bytes, tail_bytes, stack_head
 
 
-def write_litert_bundle(network: ScoreNetwork, directory: str, name: str) -> dict:
-    """Writes the LiteRT backend's files for a strided float32 network into ``directory``.
+def write_litert_bundle(network: ScoreNetwork, directory: str, name: str, quantization: str = "float32") -> dict:
+    """Writes the LiteRT backend's files for a strided network into ``directory``.
 
     Args:
         network: the all-convolutional network (not dense).
         directory: the bundle folder, created if needed (``saved_models/<name>/litert``
-            for a shipped model).
+            for a shipped model's float32 bundle).
         name: the model's name, recorded in the manifest.
+        quantization: one of ``QUANTIZATIONS`` (see :func:`convert`), for all three models.
 
     Returns:
         ``{file name: size in bytes}`` of what was written.
     """
     if network.dense:
         raise ValueError("The LiteRT backend runs the strided network. Received: a dense network.")
-    project_bytes, tail_bytes, stack_head = convert_stack(network)
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}. Received: {quantization!r}")
+    project_bytes, tail_bytes, stack_head = convert_stack(network, quantization)
     payloads = {
-        litert.PAIR_FILE: convert(network, "float32"),
+        litert.PAIR_FILE: convert(network, quantization),
         litert.PROJECT_FILE: project_bytes,
         litert.TAIL_FILE: tail_bytes,
     }
@@ -188,6 +191,7 @@ def write_litert_bundle(network: ScoreNetwork, directory: str, name: str) -> dic
         "units": int(stack_head.units),
         "bias": [float(b) for b in stack_head.bias],
         "files": sorted(payloads),
+        "quantization": quantization,
         "tensorflow": tf.__version__,
     }
     payloads[litert.MANIFEST_FILE] = (json.dumps(manifest, indent=2) + "\n").encode()

@@ -94,6 +94,7 @@ class LiteRTNetwork:
         self.geometry = ScoreGeometry(self.config, dense=False)
         self.units = int(manifest["units"])
         self.bias = np.asarray(manifest["bias"], np.float32)
+        self.quantization = manifest.get("quantization", "float32")
         self.num_threads = num_threads or os.cpu_count()
         self.quiet = quiet
         self._interpreters = {}

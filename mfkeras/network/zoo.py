@@ -76,20 +76,25 @@ def resolve_model_path(spec: str | None = None, directory: Path = SAVED_MODELS_D
     return path
 
 
-def litert_dir(spec: str | None = None, directory: Path = SAVED_MODELS_DIR) -> Path | None:
-    """The LiteRT bundle of a shipped model (``<name>/litert``), or None if it has none.
+def litert_dir(
+    spec: str | None = None, directory: Path = SAVED_MODELS_DIR, quantization: str = "float32"
+) -> Path | None:
+    """The LiteRT bundle of a shipped model, or None if it has none.
 
+    The float32 bundle is ``<name>/litert``, a quantized one ``<name>/litert_<quantization>``.
     Only shipped models (by name, or None for the default) have bundles; ``.keras`` and
     ``.mat`` files run on the Keras backend.
     """
     if spec is not None and str(spec).lower().endswith((".mat", ".keras")):
         return None
-    bundle = directory / str(spec or DEFAULT_MODEL) / LITERT_DIR
+    folder = LITERT_DIR if quantization == "float32" else f"{LITERT_DIR}_{quantization}"
+    bundle = directory / str(spec or DEFAULT_MODEL) / folder
     return bundle if (bundle / "litert.json").is_file() else None
 
 
 def load_litert_network(
-    spec: str | None = None, directory: Path = SAVED_MODELS_DIR, num_threads=None, quiet: bool = True
+    spec: str | None = None, directory: Path = SAVED_MODELS_DIR, num_threads=None, quiet: bool = True,
+    quantization: str = "float32",
 ):
     """Loads a shipped model's LiteRT bundle (no TensorFlow); see :func:`litert_dir`.
 
@@ -97,12 +102,13 @@ def load_litert_network(
     """
     from mfkeras.fusion.litert import LiteRTNetwork
 
-    bundle = litert_dir(spec, directory)
+    bundle = litert_dir(spec, directory, quantization)
     if bundle is None:
         resolve_model_path(spec, directory)  # names a missing model clearly
         raise ModelNotFoundError(
-            f"Model {spec or DEFAULT_MODEL!r} has no LiteRT files (saved_models/<name>/{LITERT_DIR}); "
-            "write them with mfkeras-export --litert_dir, or use the Keras backend."
+            f"Model {spec or DEFAULT_MODEL!r} has no {quantization} LiteRT files "
+            f"(saved_models/<name>/{LITERT_DIR}...); write them with mfkeras-export --litert_dir, "
+            "or use the Keras backend."
         )
     return LiteRTNetwork(bundle, num_threads=num_threads, quiet=quiet)
 
