@@ -124,6 +124,21 @@ def evaluate(samples, methods: dict, peers: dict, scratch: str) -> dict:
     }
 
 
+def sample_for(sources: list, index: int, frames: int):
+    """Sample ``index``: from image ``index`` (cycled) with seed ``index``; an image that cannot
+    be split into ``frames`` layers gives way to the next one, deterministically."""
+    from mfkeras.evaluation import groundtruth
+    from mfkeras.io import images
+
+    for offset in range(len(sources)):
+        try:
+            image = images.read_image(sources[(index + offset) % len(sources)])
+            return groundtruth.make_sample(image, frames, seed=index)
+        except ValueError:
+            continue
+    raise ValueError(f"No development image splits into {frames} depth layers.")
+
+
 def main(argv):
     del argv
     with cli.clean_errors("benchmark_quality"):
@@ -155,10 +170,7 @@ def main(argv):
         scratch = tempfile.mkdtemp(prefix="mfkeras-quality-")
         try:
             for kind, count, frames in (("pairs", FLAGS.pairs, 2), ("stacks", FLAGS.stacks, 5)):
-                samples = (
-                    groundtruth.make_sample(images.read_image(sources[i % len(sources)]), frames, seed=i)
-                    for i in range(count)
-                )
+                samples = (sample_for(sources, i, frames) for i in range(count))
                 report[kind] = {"count": count, "methods": evaluate(samples, methods, peers, scratch)}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -28,7 +28,8 @@ class DefocusConfig:
     Attributes:
         radius_steps: blur radii (pixels) per unit of depth distance to choose from.
         kernels: the defocus kernels to choose from (``disc``, ``gaussian``).
-        min_layer_fraction: the smallest share of the image a depth layer must keep.
+        min_layer_fraction: the smallest share of the image each layer of a pair must keep;
+            with N layers each must keep ``2 / N`` of it.
         grabcut_tries: random rectangles tried per layer before falling back to a blob.
     """
 
@@ -109,16 +110,17 @@ def _blob(shape: tuple, rng: np.random.Generator) -> np.ndarray:
 
 def depth_labels(image: np.ndarray, layers: int, rng: np.random.Generator, config: DefocusConfig) -> np.ndarray:
     """(H, W) int32 depth layers, 0 the farthest; each nearer layer occludes the ones behind it."""
+    least = config.min_layer_fraction * 2 / layers
     for _ in range(10):
         labels = np.zeros(image.shape[:2], np.int32)
         for layer in range(1, layers):
             found = _grabcut_object(image, rng, config)
             labels[found if found is not None else _blob(labels.shape, rng)] = layer
         shares = np.bincount(labels.ravel(), minlength=layers) / labels.size
-        if shares.min() >= config.min_layer_fraction:
+        if shares.min() >= least:
             return labels
     raise ValueError(f"Could not split the image into {layers} depth layers of at least "
-                     f"{config.min_layer_fraction:.0%} each; try another image or fewer layers.")
+                     f"{least:.1%} each; try another image or fewer layers.")
 
 
 def render_frame(image: np.ndarray, labels: np.ndarray, focus: int, kernel: str, radius_step: float) -> np.ndarray:
