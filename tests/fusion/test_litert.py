@@ -95,7 +95,7 @@ def test_keras_only_options_are_refused_by_name(networks, options):
 def test_missing_bundle_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="No LiteRT bundle"):
         LiteRTNetwork(tmp_path)
-    with pytest.raises(zoo.ModelNotFoundError, match="no LiteRT files"):
+    with pytest.raises(zoo.ModelNotFoundError, match="has no float32 LiteRT files"):
         zoo.load_litert_network("liu2017")
 
 
