@@ -15,6 +15,7 @@ from mfkeras.fusion.options import (  # noqa: E402
     ALIGN_MODELS,
     CONSISTENCY_MODES,
     INFERENCE_DTYPES,
+    KERAS_ONLY_OPTIONS,
     QUANTIZATIONS,
     REFINE_MODES,
     STACK_METHODS,

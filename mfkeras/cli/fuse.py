@@ -90,10 +90,7 @@ def choose_backend() -> str:
     """The backend the flags ask for: ``keras`` or ``litert`` (before anything is loaded)."""
     from mfkeras.network import zoo
 
-    needs_keras = [
-        name for name, default in (("dense", False), ("inference_dtype", "float32"), ("jit_compile", False))
-        if FLAGS[name].value != default
-    ]
+    needs_keras = [name for name, value in cli.KERAS_ONLY_OPTIONS.items() if FLAGS[name].value != value]
     bundle = None if FLAGS.liu_mat else zoo.litert_dir(FLAGS.model, quantization=FLAGS.litert_quantization)
     if FLAGS.backend == "litert" or FLAGS["litert_quantization"].present:
         if FLAGS.backend == "keras":

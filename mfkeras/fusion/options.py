@@ -12,6 +12,8 @@ QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 ALIGN_MODELS = ("affine", "homography")
 ALIGN_METHODS = ("ecc", "features")
 
+# The options only the Keras backend runs, with the values the LiteRT backend's files have.
+KERAS_ONLY_OPTIONS = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
 
 @dataclasses.dataclass(frozen=True)
 class FusionOptions:

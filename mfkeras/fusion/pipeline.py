@@ -18,14 +18,11 @@ from mfkeras.fusion.decision import (
     verify_label_consistency,
 )
 from mfkeras.fusion.litert import LiteRTNetwork
-from mfkeras.fusion.options import FusionOptions
+from mfkeras.fusion.options import KERAS_ONLY_OPTIONS, FusionOptions
 from mfkeras.fusion.result import FusionResult
 from mfkeras.fusion.timing import NO_TIMES
 from mfkeras.io.color import to_gray, to_unit_range
 from mfkeras.io.validate import validate_images
-
-# LiteRT-only options (the LiteRT backend runs the shipped float32 strided networks).
-_KERAS_ONLY = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
 
 
 def fuse(
@@ -79,7 +76,7 @@ def as_score_network(model, dense: bool = False):
 def _scoring_network(model, options: FusionOptions):
     """The network that scores: a LiteRT network as it is, else the Keras score network."""
     if isinstance(model, LiteRTNetwork):
-        unsupported = [k for k, v in _KERAS_ONLY.items() if getattr(options, k) != v]
+        unsupported = [k for k, v in KERAS_ONLY_OPTIONS.items() if getattr(options, k) != v]
         if unsupported:
             raise ValueError(
                 f"The LiteRT backend runs the strided float32 network: {', '.join(unsupported)} "

@@ -116,7 +116,7 @@ def available_memory() -> int | None:
     return None
 
 
-def check_decoded_size(path: str, data: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+def check_decoded_size(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Refuses a frame whose header announces too many pixels, before any pixel is decoded.
 
     Reads the size from the header (Pillow reads no pixels on open). A frame is refused if it
@@ -131,7 +131,7 @@ def check_decoded_size(path: str, data: np.ndarray, max_pixels: int = DEFAULT_MA
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # header-only reads of damaged files warn; the decoder decides
-            with PIL.Image.open(io.BytesIO(data.tobytes())) as header:
+            with PIL.Image.open(path) as header:  # reads the header only
                 width, height, mode = header.width, header.height, header.mode
     except Exception:  # Not parseable by Pillow: OpenCV decides.
         return
@@ -179,8 +179,8 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
     if raw.is_raw_path(path):
         return raw.read_raw(path)
+    check_decoded_size(path, max_pixels)
     data = np.fromfile(path, dtype=np.uint8)
-    check_decoded_size(path, data, max_pixels)
     with native_stderr_silenced():  # the decoders' own error lines; ours follows
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
