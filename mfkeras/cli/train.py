@@ -21,9 +21,16 @@ from mfkeras.cli import common as cli
 from mfkeras.training import data
 from mfkeras.training import trainer as training
 from mfkeras.network.config import PRESETS, get_preset
+from mfkeras.network.decision_config import DECISION_PRESETS, get_decision_preset
 
-_PRESET = flags.DEFINE_enum("preset", "li2018", sorted(PRESETS), "Architecture preset.")
-_RECIPE = flags.DEFINE_enum("recipe", "default", sorted(training.RECIPES), "Optimisation recipe.")
+_PRESET = flags.DEFINE_enum(
+    "preset", "li2018", sorted(PRESETS) + sorted(DECISION_PRESETS),
+    "Architecture preset: a patch classifier, or a per-pixel decision network (pixel_decision).",
+)
+_RECIPE = flags.DEFINE_enum(
+    "recipe", None, sorted(training.RECIPES),
+    "Optimisation recipe (default: 'decision' for decision presets, else 'default').",
+)
 _BASE_LR = flags.DEFINE_float("base_lr", None, "Overrides the recipe's base learning rate.")
 _MOMENTUM = flags.DEFINE_float("momentum", None, "Overrides the recipe's momentum.")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", None, "Overrides the recipe's weight decay.")
@@ -64,10 +71,15 @@ _EXPORT_DIR = flags.DEFINE_string(
 _NAME = flags.DEFINE_string("name", None, "Name of the shipped model (default: the preset).")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "fit verbosity: 1 progress bar, 2 one line/interval.")
 _PREVIEW = flags.DEFINE_bool("preview", True, "Write preview.png of training pairs.")
+_PROCESSES = flags.DEFINE_integer(
+    "processes", None, "Processes generating a decision network's samples (default: every core)."
+)
+_CROP_SIZE = flags.DEFINE_integer("crop_size", 128, "Training crop side of a decision network.")
 
 
 def _recipe() -> training.Recipe:
-    recipe = training.get_recipe(_RECIPE.value)
+    default = "decision" if _PRESET.value in DECISION_PRESETS else "default"
+    recipe = training.get_recipe(_RECIPE.value or default)
     overrides = {
         "base_lr": _BASE_LR.value,
         "momentum": _MOMENTUM.value,
@@ -91,9 +103,47 @@ def _distribution() -> str:
     return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
 
 
+def _source():
+    if _IMAGE_DIR.value:
+        return data.ImageFolder(_IMAGE_DIR.value, exclude_development=_EXCLUDE_DEVELOPMENT.value)
+    return data.TfdsSource(name=_TFDS_NAME.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value)
+
+
+def _train_decision_network():
+    """The per-pixel decision network: generated crops, pixel-wise loss (decision_trainer)."""
+    from mfkeras.training import decision_data, decision_trainer
+
+    config = get_decision_preset(_PRESET.value)
+    name = _NAME.value or config.name
+    config = dataclasses.replace(config, name=name)
+    output_dir = _OUTPUT_DIR.value or os.path.join("runs", name)
+    export_dir = _EXPORT_DIR.value if _EXPORT_DIR.value is not None else os.path.join("saved_models", name)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "flags.json"), "w") as f:
+        json.dump(flags.FLAGS.flag_values_dict(), f, indent=2, default=str)
+    result = decision_trainer.train_decision_model(
+        config,
+        _source(),
+        output_dir,
+        recipe=_recipe(),
+        data_config=decision_data.DecisionDataConfig(
+            crop_size=_CROP_SIZE.value, validation_fraction=_VALIDATION_FRACTION.value
+        ),
+        validation_interval=_VALIDATION_INTERVAL.value,
+        seed=_SEED.value,
+        processes=_PROCESSES.value or os.cpu_count() or 1,
+        verbose=_VERBOSE.value,
+    )
+    if export_dir:
+        decision_trainer.export_decision_model(output_dir, export_dir)
+    print(json.dumps(result, indent=2))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _PRESET.value in DECISION_PRESETS:
+        return _train_decision_network()
     model_config = get_preset(_PRESET.value)
     name = _NAME.value or model_config.name
     output_dir = _OUTPUT_DIR.value or os.path.join("runs", name)
@@ -115,12 +165,7 @@ def main(argv):
         seed=_SEED.value,
         precision=_PRECISION.value,
     )
-    if _IMAGE_DIR.value:
-        source = data.ImageFolder(_IMAGE_DIR.value, exclude_development=_EXCLUDE_DEVELOPMENT.value)
-    else:
-        source = data.TfdsSource(
-            name=_TFDS_NAME.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value
-        )
+    source = _source()
     # Before any TensorFlow op: MultiWorkerMirroredStrategy configures collectives at startup.
     strategy = training.make_strategy(_distribution())
     if training.is_chief(strategy):

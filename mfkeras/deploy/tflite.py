@@ -34,6 +34,7 @@ from mfkeras.fusion.litert import SCORE_MAP, SIGNATURE_KEY
 from mfkeras.fusion.options import QUANTIZATIONS
 from mfkeras.io.images import write_bytes_atomic
 from mfkeras.network.convert import IMAGE_A, IMAGE_B, ScoreNetwork, to_stack_head
+from mfkeras.network.decision_model import DecisionNetwork
 
 VALID = "valid"
 
@@ -44,6 +45,11 @@ def _branch_layers(network: ScoreNetwork) -> list:
 
 def _tile_signature(network: ScoreNetwork, tile_size: int):
     """The fixed-tile score function and its input signature (see the module docstring)."""
+    if isinstance(network, DecisionNetwork):
+        raise ValueError(
+            "Fixed-tile models are made for patch classifiers; a decision network's dynamic-size "
+            "model takes any tile (tile_size=None)."
+        )
     grid = network.config.stride
     if tile_size < 2 * network.patch_size or tile_size % grid:
         raise ValueError(
@@ -114,8 +120,8 @@ def convert(network: ScoreNetwork, quantization: str, tile_size: int | None = No
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. Received: {quantization!r}")
-    if not isinstance(network, ScoreNetwork):
-        raise TypeError(f"network must be a ScoreNetwork. Received {type(network).__name__}.")
+    if not isinstance(network, (ScoreNetwork, DecisionNetwork)):
+        raise TypeError(f"network must be a ScoreNetwork or a DecisionNetwork. Received {type(network).__name__}.")
     if tile_size is None:
         function, signature = _dynamic_signature(network)
     else:
@@ -187,6 +193,7 @@ def write_litert_bundle(network: ScoreNetwork, directory: str, name: str, quanti
     }
     manifest = {
         "name": name,
+        "kind": "decision" if isinstance(network, DecisionNetwork) else "patch",
         "model_config": network.config.to_dict(),
         "units": int(stack_head.units),
         "bias": [float(b) for b in stack_head.bias],

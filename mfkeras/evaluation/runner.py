@@ -69,7 +69,7 @@ def validate_method_spec(spec: str) -> str:
         return text.upper()
     if text.startswith(MODEL_PREFIX) and text[len(MODEL_PREFIX) :]:
         path = zoo.resolve_model_path(text[len(MODEL_PREFIX) :])
-        stem = path.parent.name if path.name == zoo.MODEL_FILE else path.stem
+        stem = path.parent.name if path.name in zoo.MODEL_FILES else path.stem
         return f"mfkeras_{stem}"
     if text.startswith(LIU_MAT_PREFIX) and text[len(LIU_MAT_PREFIX) :]:
         path = text[len(LIU_MAT_PREFIX) :]

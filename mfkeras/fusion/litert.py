@@ -8,7 +8,9 @@ A LiteRT bundle is a folder (``saved_models/<name>/litert/`` for shipped models,
 * ``project.tflite``: frames [B, H, W, 1] -> projections [B, H', W', 2U], the branch and the
   first head layer without its bias, for the O(N) stack rule;
 * ``tail.tflite``: pre-activations [P, H', W', U] -> scores [P, H', W', 1];
-* ``litert.json``: the architecture (its geometry: stride, window, halo), U and the bias.
+* ``litert.json``: the architecture (its geometry: stride, window, halo), U and the bias;
+  ``kind`` says whether it is a patch classifier (``patch``) or a per-pixel decision
+  network (``decision``, one score per pixel).
 
 Only ``ai_edge_litert``, NumPy and this package's TensorFlow-free modules are imported.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from mfkeras.fusion import scoring
 from mfkeras.io.stderr import native_stderr_silenced
 from mfkeras.network.config import ModelConfig
+from mfkeras.network.decision_config import DecisionConfig, DecisionGeometry
 from mfkeras.network.geometry import IMAGE_A, IMAGE_B, ScoreGeometry
 
 MANIFEST_FILE = "litert.json"
@@ -90,8 +93,13 @@ class LiteRTNetwork:
             raise FileNotFoundError(f"No LiteRT bundle at {self.directory} (missing {MANIFEST_FILE}).")
         manifest = json.loads(manifest_path.read_text())
         self.name = manifest["name"]
-        self.config = ModelConfig.from_dict(manifest["model_config"])
-        self.geometry = ScoreGeometry(self.config, dense=False)
+        self.kind = manifest.get("kind", "patch")
+        if self.kind == "decision":
+            self.config = DecisionConfig.from_dict(manifest["model_config"])
+            self.geometry = DecisionGeometry(self.config)
+        else:
+            self.config = ModelConfig.from_dict(manifest["model_config"])
+            self.geometry = ScoreGeometry(self.config, dense=False)
         self.units = int(manifest["units"])
         self.bias = np.asarray(manifest["bias"], np.float32)
         self.quantization = manifest.get("quantization", "float32")

@@ -15,11 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from mfkeras.network.config import POOL
-
 _FLOAT_BYTES = 4
-# Measured peak-to-estimate ratio of TensorFlow's CPU convolutions (workspace, copies).
-_MEMORY_SAFETY = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +79,7 @@ def plan_tiles(network, height: int, width: int, max_side: int | None) -> list:
 
 def bytes_per_pixel(network, images: int = 2) -> float:
     """Estimated peak bytes per input pixel when scoring ``images`` images at once."""
-    config = network.config
-    scale, channels, peak = 1, 1, 0.0
-    for item in config.branch_layers:
-        if item == POOL:
-            if not network.dense:
-                scale *= 4
-            continue
-        peak = max(peak, (channels + item) / scale)
-        channels = item
-    return _FLOAT_BYTES * images * peak * _MEMORY_SAFETY
+    return network.geometry.activation_bytes_per_pixel(images)
 
 
 def tile_side_for_budget(network, budget_bytes: float, images: int = 2) -> int:

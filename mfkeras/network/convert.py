@@ -375,13 +375,16 @@ def as_score_network(model, dense: bool = False) -> ScoreNetwork:
     long as the model and no longer.
 
     Args:
-        model: a ScoreNetwork or a Keras patch model.
+        model: a ScoreNetwork, a DecisionNetwork, a Keras patch model or a Keras
+            decision model (:mod:`mfkeras.network.decision_model`, wrapped as it is).
         dense: for patch models, build the stride-1 network.
 
     Returns:
         The score network.
     """
-    if isinstance(model, ScoreNetwork):
+    from mfkeras.network.decision_model import DecisionNetwork, as_decision_network, is_decision_model
+
+    if isinstance(model, (ScoreNetwork, DecisionNetwork)):
         return model
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -391,6 +394,11 @@ def as_score_network(model, dense: bool = False) -> ScoreNetwork:
     if networks is None:
         networks = {}
         object.__setattr__(model, _SCORE_NETWORKS_ATTRIBUTE, networks)
+    if is_decision_model(model):
+        # Already fully convolutional with one score per pixel: ``dense`` changes nothing.
+        if "decision" not in networks:
+            networks["decision"] = as_decision_network(model)
+        return networks["decision"]
     if dense not in networks:
         networks[dense] = to_fully_convolutional(model, dense=dense)
     return networks[dense]

@@ -10,6 +10,10 @@ import dataclasses
 
 from mfkeras.network.config import POOL, ModelConfig
 
+FLOAT_BYTES = 4
+# Measured peak-to-estimate ratio of TensorFlow's CPU convolutions (workspace, copies).
+MEMORY_SAFETY = 3.0
+
 # Input names of the score network (Keras inputs, SavedModel and TFLite signatures).
 IMAGE_A = "image_a"
 IMAGE_B = "image_b"
@@ -76,3 +80,15 @@ class ScoreGeometry:
     def output_shape_for(self, height: int, width: int) -> tuple:
         """Returns the score-map shape for an image of the given size."""
         return tuple(output_length(self.config, n, self.dense, cropped=True) for n in (height, width))
+
+    def activation_bytes_per_pixel(self, images: int = 2) -> float:
+        """Estimated peak bytes per input pixel when scoring ``images`` images at once."""
+        scale, channels, peak = 1, 1, 0.0
+        for item in self.config.branch_layers:
+            if item == POOL:
+                if not self.dense:
+                    scale *= 4
+                continue
+            peak = max(peak, (channels + item) / scale)
+            channels = item
+        return FLOAT_BYTES * images * peak * MEMORY_SAFETY

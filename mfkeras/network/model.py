@@ -12,7 +12,7 @@ INPUT_B = "patch_b"
 LOGITS_NAME = "logits"
 
 
-def _kernel_regularizer(weight_decay: float):
+def kernel_regularizer(weight_decay: float):
     # Caffe's weight decay adds wd * w to the gradient; keras' L2(l2) adds 2 * l2 * w.
     return keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
 
@@ -43,7 +43,7 @@ def build_branch(config: ModelConfig, weight_decay: float = 0.0) -> keras.Model:
                 config.kernel_size,
                 padding=config.padding,
                 activation="relu",
-                kernel_regularizer=_kernel_regularizer(weight_decay),
+                kernel_regularizer=kernel_regularizer(weight_decay),
                 name=f"conv{conv_index}",
             )(x)
     return keras.Model(inputs, x, name=BRANCH_NAME)
@@ -76,11 +76,11 @@ def build_patch_model(config: ModelConfig | str, weight_decay: float = 0.0) -> k
         x = keras.layers.Dense(
             units,
             activation="relu",
-            kernel_regularizer=_kernel_regularizer(weight_decay),
+            kernel_regularizer=kernel_regularizer(weight_decay),
             name=f"fc{index}",
         )(x)
     logits = keras.layers.Dense(
-        2, kernel_regularizer=_kernel_regularizer(weight_decay), name=LOGITS_NAME
+        2, kernel_regularizer=kernel_regularizer(weight_decay), name=LOGITS_NAME
     )(x)
     probabilities = keras.layers.Softmax(name="softmax")(logits)
     return keras.Model([patch_a, patch_b], probabilities, name=config.name)

@@ -19,6 +19,9 @@ def _data_dir(name: str) -> Path:
 SAVED_MODELS_DIR = _data_dir("saved_models")
 DEMO_DIR = _data_dir("demo")
 MODEL_FILE = "patch_model.keras"
+DECISION_MODEL_FILE = "decision_model.keras"
+# What a shipped model's folder holds: a patch classifier or a per-pixel decision network.
+MODEL_FILES = (DECISION_MODEL_FILE, MODEL_FILE)
 CARD_FILE = "model_card.json"
 LITERT_DIR = "litert"
 # The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
@@ -35,10 +38,18 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def available_models(directory: Path = SAVED_MODELS_DIR) -> list:
-    """Names of the shipped models (sub-folders holding a patch model)."""
+    """Names of the shipped models (sub-folders holding a patch or decision model)."""
     if not directory.is_dir():
         return []
-    return sorted(p.name for p in directory.iterdir() if (p / MODEL_FILE).is_file())
+    return sorted(p.name for p in directory.iterdir() if _model_file(p) is not None)
+
+
+def _model_file(folder: Path) -> Path | None:
+    """The model file of a shipped-model folder, or None."""
+    for name in MODEL_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def model_card(name: str, directory: Path = SAVED_MODELS_DIR) -> dict:
@@ -65,7 +76,7 @@ def resolve_model_path(spec: str | None = None, directory: Path = SAVED_MODELS_D
     if str(spec).lower().endswith((".mat", ".keras")):
         path = Path(spec)
     else:
-        path = directory / str(spec) / MODEL_FILE
+        path = _model_file(directory / str(spec)) or directory / str(spec) / MODEL_FILE
     if not path.is_file():
         shipped = available_models(directory)
         raise ModelNotFoundError(
@@ -114,7 +125,10 @@ def load_litert_network(
 
 
 def load_patch_model(spec: str | None = None, directory: Path = SAVED_MODELS_DIR):
-    """Loads a patch model by shipped name, ``.keras`` path or released ``.mat`` path.
+    """Loads a model by shipped name, ``.keras`` path or released ``.mat`` path.
+
+    A shipped model is a patch classifier or a per-pixel decision network; both fuse
+    through :func:`mfkeras.fusion.fuse`.
 
     Args:
         spec: as for :func:`resolve_model_path`.

@@ -100,6 +100,12 @@ RECIPES = {
     # (liu2017 tolerates it). 16k iterations with 3 halvings fit ~45 min of a 2-core CPU
     # in mixed_bfloat16.
     "default": Recipe(name="default", base_lr=3e-3, step_size=5000, steps=16000, batch_size=128),
+    # The per-pixel decision network (mfkeras.training.decision_trainer): batches of 16
+    # 128x128 crops, 262k decisions a step.
+    "decision": Recipe(
+        name="decision", base_lr=0.02, step_size=2500, steps=6000, batch_size=16,
+        weight_decay=1e-4, gamma=0.3,
+    ),
 }
 
 
