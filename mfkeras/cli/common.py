@@ -118,6 +118,8 @@ def define_fusion_flags(flags) -> None:
         "consistency", "remove_small", list(CONSISTENCY_MODES), "Consistency verification."
     )
     flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
+    flags.DEFINE_integer("guided_radius", None, "Guided-filter radius (default: the model's own).")
+    flags.DEFINE_float("guided_eps", None, "Guided-filter regularisation (default: the model's own).")
     flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
     flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
     flags.DEFINE_enum(
@@ -136,6 +138,8 @@ def fusion_option_kwargs(flag_values) -> dict:
         "consistency": flag_values.consistency,
         "area_ratio": flag_values.area_ratio,
         "refine": flag_values.refine,
+        "guided_radius": flag_values.guided_radius,
+        "guided_eps": flag_values.guided_eps,
         "inference_dtype": flag_values.inference_dtype,
         "jit_compile": flag_values.jit_compile,
     }

@@ -12,6 +12,10 @@ QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 ALIGN_MODELS = ("affine", "homography")
 ALIGN_METHODS = ("ecc", "features")
 
+# The guided filter (radius, eps) of the patch classifiers, as their reference code has it;
+# decision networks bring their own (mfkeras.network.decision_config).
+PATCH_GUIDED_FILTER = (8, 0.1)
+
 # The options only the Keras backend runs, with the values the LiteRT backend's files have.
 KERAS_ONLY_OPTIONS = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
 
@@ -29,8 +33,11 @@ class FusionOptions:
         area_ratio: the small-region threshold as a fraction of the image area.
         refine: ``guided`` (guided filter on the initially fused gray image),
             ``dilate`` (the seed's morphological dilation) or ``none``.
-        guided_radius: guided filter radius (window side 2r + 1).
-        guided_eps: guided filter regularisation.
+        guided_radius: guided filter radius (window side 2r + 1); None: the network's
+            own (8 for patch classifiers, as the reference code; see ``guided_filter``
+            of the network's geometry).
+        guided_eps: guided filter regularisation; None: the network's own (0.1 for patch
+            classifiers).
         dilate_radius: radius of the elliptical structuring element for ``dilate``.
         clip_weights: clip the refined weights to [0, 1] so every fused pixel
             lies between the sources (the reference code does not clip).
@@ -52,8 +59,8 @@ class FusionOptions:
     consistency: str = "remove_small"
     area_ratio: float = 0.01
     refine: str = "guided"
-    guided_radius: int = 8
-    guided_eps: float = 0.1
+    guided_radius: int | None = None
+    guided_eps: float | None = None
     dilate_radius: int = 2
     clip_weights: bool = True
     stack_method: str = "joint"
@@ -81,9 +88,20 @@ class FusionOptions:
             )
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive. Received: {self.memory_budget_mb}")
-        if self.guided_radius < 1 or self.guided_eps <= 0 or self.dilate_radius < 0:
+        radius_bad = self.guided_radius is not None and self.guided_radius < 1
+        eps_bad = self.guided_eps is not None and self.guided_eps <= 0
+        if radius_bad or eps_bad or self.dilate_radius < 0:
             raise ValueError(
                 "guided_radius >= 1, guided_eps > 0 and dilate_radius >= 0 are required. "
                 f"Received: {self.guided_radius}, {self.guided_eps}, {self.dilate_radius}"
             )
 
+
+    def with_guided_filter(self, guided_filter: tuple) -> "FusionOptions":
+        """These options with the unset guided-filter fields taken from ``(radius, eps)``."""
+        radius, eps = guided_filter
+        return dataclasses.replace(
+            self,
+            guided_radius=radius if self.guided_radius is None else self.guided_radius,
+            guided_eps=eps if self.guided_eps is None else self.guided_eps,
+        )

@@ -72,12 +72,18 @@ class DecisionConfig(JsonConfig):
         return 2 * height * width * (2 * per_pixel + per_pair)
 
 
+DECISION_GUIDED_FILTER = (4, 1e-3)
+
+
 @dataclasses.dataclass(frozen=True)
 class DecisionGeometry:
     """Where a decision network's scores sit: one per pixel, so the map is the image's size."""
 
     config: DecisionConfig
 
+    # The refinement after a per-pixel decision (radius, eps): chosen on the development
+    # split (README, "Quality against ground truth").
+    guided_filter = DECISION_GUIDED_FILTER
     stride = 1
     patch_size = 1
     dense = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from mfkeras.fusion.options import PATCH_GUIDED_FILTER
 from mfkeras.network.config import POOL, ModelConfig
 
 FLOAT_BYTES = 4
@@ -61,6 +62,9 @@ class ScoreGeometry:
 
     config: ModelConfig
     dense: bool = False
+
+    # The refinement the reference code uses after a patch classifier: (radius, eps).
+    guided_filter = PATCH_GUIDED_FILTER
 
     @property
     def stride(self) -> int:
