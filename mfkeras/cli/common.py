@@ -117,7 +117,9 @@ def define_fusion_flags(flags) -> None:
     flags.DEFINE_enum(
         "consistency", "remove_small", list(CONSISTENCY_MODES), "Consistency verification."
     )
-    flags.DEFINE_float("area_ratio", 0.01, "Small-region threshold as a fraction of the image area.")
+    flags.DEFINE_float(
+        "area_ratio", None, "Small-region threshold as a fraction of the image area (default: the model's own)."
+    )
     flags.DEFINE_integer("guided_radius", None, "Guided-filter radius (default: the model's own).")
     flags.DEFINE_float("guided_eps", None, "Guided-filter regularisation (default: the model's own).")
     flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")

@@ -74,6 +74,9 @@ _PREVIEW = flags.DEFINE_bool("preview", True, "Write preview.png of training pai
 _PROCESSES = flags.DEFINE_integer(
     "processes", None, "Processes generating a decision network's samples (default: every core)."
 )
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "Decision presets: start from this .keras model's weights (fine-tuning)."
+)
 _CROP_SIZE = flags.DEFINE_integer("crop_size", 128, "Training crop side of a decision network.")
 
 
@@ -132,6 +135,7 @@ def _train_decision_network():
         validation_interval=_VALIDATION_INTERVAL.value,
         seed=_SEED.value,
         processes=_PROCESSES.value or os.cpu_count() or 1,
+        initial_weights=_INIT_FROM.value,
         verbose=_VERBOSE.value,
     )
     if export_dir:

@@ -350,7 +350,7 @@ class FusionModule(tf.Module):
         inference_dtype = options.inference_dtype if inference_dtype is None else inference_dtype
         jit_compile = options.jit_compile if jit_compile is None else jit_compile
         network = as_score_network(network, dense=options.dense)
-        options = options.with_guided_filter(network.geometry.guided_filter)
+        options = options.with_rule(network.geometry.fusion_rule)
         self.options = options
         self.inference_dtype = inference_dtype
         self.stride = network.stride

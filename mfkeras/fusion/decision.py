@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from mfkeras.fusion.options import FusionOptions
+from mfkeras.fusion.options import PATCH_RULE, FusionOptions
 
 
 def focus_map(score_map: np.ndarray, shape: tuple, stride: int, patch_size: int) -> np.ndarray:
@@ -177,6 +177,7 @@ def verify_label_consistency(labels: np.ndarray, count: int, options: FusionOpti
     """
     import scipy.ndimage
 
+    options = options.with_rule(PATCH_RULE)  # fields left unset: the reference code's rule
     if options.consistency == "none":
         return labels.astype(np.int32)
     small = np.zeros(labels.shape, bool)
@@ -194,6 +195,7 @@ def verify_label_consistency(labels: np.ndarray, count: int, options: FusionOpti
 
 def verify_consistency(initial: np.ndarray, options: FusionOptions) -> np.ndarray:
     """Applies the configured consistency verification to a binary decision map."""
+    options = options.with_rule(PATCH_RULE)  # fields left unset: the reference code's rule
     if options.consistency == "remove_small":
         min_area = math.ceil(options.area_ratio * initial.size)
         return remove_small_regions(initial, min_area)
@@ -211,6 +213,8 @@ def refine_decision(
 
 
 def refine_weights(weights: np.ndarray, guide: np.ndarray, options: FusionOptions) -> np.ndarray:
+    """Refines blending weights as ``options.refine`` says (unset fields: the reference rule)."""
+    options = options.with_rule(PATCH_RULE)
     if options.refine == "guided":
         return guided_filter(guide, weights, options.guided_radius, options.guided_eps)
     if options.refine == "dilate":

@@ -12,9 +12,9 @@ QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 ALIGN_MODELS = ("affine", "homography")
 ALIGN_METHODS = ("ecc", "features")
 
-# The guided filter (radius, eps) of the patch classifiers, as their reference code has it;
-# decision networks bring their own (mfkeras.network.decision_config).
-PATCH_GUIDED_FILTER = (8, 0.1)
+# The rule after a patch classifier, as the reference code has it; decision networks bring
+# their own (mfkeras.network.decision_config). FusionOptions fields left at None take these.
+PATCH_RULE = {"area_ratio": 0.01, "guided_radius": 8, "guided_eps": 0.1}
 
 # The options only the Keras backend runs, with the values the LiteRT backend's files have.
 KERAS_ONLY_OPTIONS = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
@@ -30,12 +30,13 @@ class FusionOptions:
             ``area_ratio * H * W`` in the map and its complement), ``largest``
             (keep only the largest region of each class, as the seed describes)
             or ``none``.
-        area_ratio: the small-region threshold as a fraction of the image area.
+        area_ratio: the small-region threshold as a fraction of the image area; None: the
+            network's own (0.01 for patch classifiers, as the reference code).
         refine: ``guided`` (guided filter on the initially fused gray image),
             ``dilate`` (the seed's morphological dilation) or ``none``.
         guided_radius: guided filter radius (window side 2r + 1); None: the network's
-            own (8 for patch classifiers, as the reference code; see ``guided_filter``
-            of the network's geometry).
+            own (8 for patch classifiers, as the reference code; see ``fusion_rule`` of
+            the network's geometry).
         guided_eps: guided filter regularisation; None: the network's own (0.1 for patch
             classifiers).
         dilate_radius: radius of the elliptical structuring element for ``dilate``.
@@ -57,7 +58,7 @@ class FusionOptions:
     symmetric: bool = False
     dense: bool = False
     consistency: str = "remove_small"
-    area_ratio: float = 0.01
+    area_ratio: float | None = None
     refine: str = "guided"
     guided_radius: int | None = None
     guided_eps: float | None = None
@@ -80,7 +81,7 @@ class FusionOptions:
             )
         if self.refine not in REFINE_MODES:
             raise ValueError(f"refine must be one of {REFINE_MODES}. Received: {self.refine!r}")
-        if not 0.0 <= self.area_ratio < 1.0:
+        if self.area_ratio is not None and not 0.0 <= self.area_ratio < 1.0:
             raise ValueError(f"area_ratio must be in [0, 1). Received: {self.area_ratio}")
         if self.stack_method not in STACK_METHODS:
             raise ValueError(
@@ -97,11 +98,8 @@ class FusionOptions:
             )
 
 
-    def with_guided_filter(self, guided_filter: tuple) -> "FusionOptions":
-        """These options with the unset guided-filter fields taken from ``(radius, eps)``."""
-        radius, eps = guided_filter
+    def with_rule(self, rule: dict) -> "FusionOptions":
+        """These options with the fields left at None taken from a network's ``fusion_rule``."""
         return dataclasses.replace(
-            self,
-            guided_radius=radius if self.guided_radius is None else self.guided_radius,
-            guided_eps=eps if self.guided_eps is None else self.guided_eps,
+            self, **{key: value for key, value in rule.items() if getattr(self, key) is None}
         )

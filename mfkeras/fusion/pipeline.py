@@ -48,7 +48,7 @@ def fuse(
     times = times if times is not None else NO_TIMES
     progress = progress or scoring.no_progress
     network = _scoring_network(model, options)
-    options = options.with_guided_filter(network.geometry.guided_filter)
+    options = options.with_rule(network.geometry.fusion_rule)
     tile_side = _tile_side(network, options)
     if len(images) > 2 and options.stack_method == "joint":
         return _fuse_stack(images, network, options, tile_side, times, progress)
@@ -158,7 +158,7 @@ def fuse_scored_pair(
         The pair's :class:`FusionResult`.
     """
     times = times if times is not None else NO_TIMES
-    options = options.with_guided_filter(network.geometry.guided_filter)
+    options = options.with_rule(network.geometry.fusion_rule)
     gray_a, gray_b = grays
     with times.stage("decision"):
         focus = focus_map(scores, gray_a.shape, network.stride, network.patch_size)

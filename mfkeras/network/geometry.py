@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mfkeras.fusion.options import PATCH_GUIDED_FILTER
+from mfkeras.fusion.options import PATCH_RULE
 from mfkeras.network.config import POOL, ModelConfig
 
 FLOAT_BYTES = 4
@@ -63,8 +63,8 @@ class ScoreGeometry:
     config: ModelConfig
     dense: bool = False
 
-    # The refinement the reference code uses after a patch classifier: (radius, eps).
-    guided_filter = PATCH_GUIDED_FILTER
+    # The fusion rule the reference code uses after a patch classifier.
+    fusion_rule = PATCH_RULE
 
     @property
     def stride(self) -> int:

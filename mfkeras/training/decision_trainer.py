@@ -31,7 +31,9 @@ from mfkeras.training.trainer import RECIPES, Recipe, make_optimizer
 
 MODEL_CARD_FILE = "model_card.json"
 BEST_CHECKPOINT = os.path.join("checkpoints", "best.keras")
-# Weight of the fused-crop error against the cross-entropy (errors are ~0.01 per pixel).
+# Weights of the loss terms (decision_loss); fused-crop errors are ~0.01 per pixel.
+LABEL_WEIGHT = 0.5
+BEST_SCALE = 0.01
 FUSED_ERROR_WEIGHT = 10.0
 _EPS = 1e-6
 
@@ -42,7 +44,14 @@ def _split_targets(targets):
 
 
 def decision_loss(targets, probability):
-    """Per-crop loss: weighted cross-entropy plus ``FUSED_ERROR_WEIGHT`` x fused-crop MAE.
+    """Per-crop loss: the label and best-source cross-entropies plus the fused-crop error.
+
+    * label: which frame is nearer in focus at the pixel's depth (weighted so that pixels
+      equally far from focus in both count for nothing), at ``LABEL_WEIGHT``;
+    * best source: which frame is closer to the truth at the pixel, weighted by how much
+      closer (``min(1, |e_a - e_b| / BEST_SCALE)``); beyond the layer labels, this is what
+      wins in the halo zone, where a defocused foreground spreads over the background;
+    * ``FUSED_ERROR_WEIGHT`` x the mean absolute error of the soft-blended crop.
 
     Args:
         targets: (B, H, W, 5) channels of :data:`decision_data.TARGET_CHANNELS`.
@@ -53,12 +62,19 @@ def decision_loss(targets, probability):
     """
     target, weight, frame_a, frame_b, truth = _split_targets(targets)
     p = keras.ops.clip(keras.ops.cast(probability, "float32"), _EPS, 1.0 - _EPS)
-    cross_entropy = -(target * keras.ops.log(p) + (1.0 - target) * keras.ops.log(1.0 - p))
     axes = (1, 2, 3)
-    weighted = keras.ops.sum(weight * cross_entropy, axis=axes) / (keras.ops.sum(weight, axis=axes) + 1.0)
+
+    def cross_entropy(y):
+        return -(y * keras.ops.log(p) + (1.0 - y) * keras.ops.log(1.0 - p))
+
+    label = keras.ops.sum(weight * cross_entropy(target), axis=axes) / (keras.ops.sum(weight, axis=axes) + 1.0)
+    error_a, error_b = keras.ops.abs(frame_a - truth), keras.ops.abs(frame_b - truth)
+    best = keras.ops.cast(error_a < error_b, "float32")
+    importance = keras.ops.minimum(keras.ops.abs(error_a - error_b) / BEST_SCALE, 1.0)
+    best_source = keras.ops.mean(importance * cross_entropy(best), axis=axes)
     fused = p * frame_a + (1.0 - p) * frame_b
     fused_error = keras.ops.mean(keras.ops.abs(fused - truth), axis=axes)
-    return weighted + FUSED_ERROR_WEIGHT * fused_error
+    return LABEL_WEIGHT * label + best_source + FUSED_ERROR_WEIGHT * fused_error
 
 
 def decision_accuracy(targets, probability):
@@ -142,6 +158,7 @@ def train_decision_model(
     seed: int = 0,
     processes: int = 1,
     image_limit: int | None = None,
+    initial_weights: str | None = None,
     verbose: int = 2,
 ) -> dict:
     """Trains a decision network; resumes from the run directory's backup if there is one.
@@ -160,6 +177,8 @@ def train_decision_model(
         seed: seeds generation, crops and weights.
         processes: processes generating samples.
         image_limit: use at most this many images (quick runs, tests).
+        initial_weights: a ``.keras`` decision model of the same architecture to start
+            from (fine-tuning) instead of a random initialisation.
         verbose: ``model.fit`` verbosity.
 
     Returns:
@@ -177,6 +196,8 @@ def train_decision_model(
     frames_a, frames_b, targets = decision_data.fixed_crops(validation_samples, data_config, validation_crops, seed + 1)
     validation = tf.data.Dataset.from_tensor_slices(({IMAGE_A: frames_a, IMAGE_B: frames_b}, targets)).batch(recipe.batch_size)
     model = compile_decision_model(config, recipe)
+    if initial_weights:
+        model.set_weights(keras.models.load_model(initial_weights, compile=False).get_weights())
     epochs = math.ceil(recipe.steps / validation_interval)
     os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
     callbacks = [
@@ -208,6 +229,7 @@ def train_decision_model(
         "best_val_loss": float(np.nanmin(val_loss)),
         "best_val_accuracy": float(np.nanmax(history.history.get("val_decision_accuracy") or [float("nan")])),
         "seed": seed,
+        "initial_weights": initial_weights,
     }
     clean = clean_decision_copy(best, config)
     clean.save(os.path.join(output_dir, DECISION_MODEL_FILE))

@@ -86,9 +86,16 @@ def test_loss_and_accuracy_by_hand():
     p = np.array([0.9, 0.2, 0.5, 0.6])
     targets = np.stack([target, weight, a, b, truth], -1).reshape(1, 2, 2, 5).astype(np.float32)
     probability = p.reshape(1, 2, 2, 1).astype(np.float32)
-    bce = -(target * np.log(p) + (1 - target) * np.log(1 - p))
-    expected = (weight * bce).sum() / (weight.sum() + 1) + decision_trainer.FUSED_ERROR_WEIGHT * np.mean(
-        np.abs(p * a + (1 - p) * b - truth)
+    def bce(y):
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    error_a, error_b = np.abs(a - truth), np.abs(b - truth)  # 0, .1, .1, .1 and .1, 0, 0, .2
+    best = (error_a < error_b).astype(float)  # 1, 0, 0, 1
+    importance = np.minimum(np.abs(error_a - error_b) / decision_trainer.BEST_SCALE, 1.0)
+    expected = (
+        decision_trainer.LABEL_WEIGHT * (weight * bce(target)).sum() / (weight.sum() + 1)
+        + np.mean(importance * bce(best))
+        + decision_trainer.FUSED_ERROR_WEIGHT * np.mean(np.abs(p * a + (1 - p) * b - truth))
     )
     loss = keras.ops.convert_to_numpy(decision_trainer.decision_loss(targets, probability))
     np.testing.assert_allclose(loss, [expected], rtol=1e-5)

@@ -1,0 +1,95 @@
+"""The shipped default, the per-pixel decision network: invariants on real pairs, both backends."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mfkeras.fusion import FusionOptions, inference, pipeline
+from mfkeras.io import images
+from mfkeras.io.color import to_gray, to_unit_range
+from mfkeras.network import zoo
+from mfkeras.network.convert import as_score_network
+from mfkeras.network.decision_model import DecisionNetwork
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LYTRO = REPO_ROOT.parent / "shared" / "data" / "lytro"
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return zoo.load_patch_model()
+
+
+@pytest.fixture(scope="module")
+def demo_sources():
+    return [images.read_image(str(p)) for p in zoo.demo_pair()]
+
+
+def _pairs(demo_sources):
+    pairs = [demo_sources]
+    if (LYTRO / "lytro_03_A.jpg").is_file():
+        pairs.append([images.read_image(str(LYTRO / f"lytro_03_{s}.jpg")) for s in "AB"])
+    return pairs
+
+
+def test_default_is_a_decision_network_within_budget(default_model):
+    network = as_score_network(default_model)
+    assert isinstance(network, DecisionNetwork)
+    assert zoo.DEFAULT_MODEL == "pixel_decision"
+    assert network.config.flops(520, 520) <= 10e9
+
+
+def test_swapping_the_inputs_inverts_the_decision(default_model, demo_sources):
+    for first, second in _pairs(demo_sources):
+        forward = pipeline.fuse([first, second], default_model)
+        backward = pipeline.fuse([second, first], default_model)
+        assert np.mean(forward.decision != backward.decision) >= 0.99
+        raw = np.mean((forward.scores > 0.5) != (backward.scores > 0.5))
+        assert raw >= 0.99, raw
+
+
+def test_identical_frames_return_the_frame(default_model, demo_sources):
+    frame = demo_sources[0]
+    for frames in ([frame, frame], [frame, frame, frame]):
+        np.testing.assert_array_equal(pipeline.fuse(frames, default_model).fused, frame)
+
+
+def test_every_fused_pixel_lies_between_the_sources(default_model, demo_sources):
+    for first, second in _pairs(demo_sources):
+        fused = pipeline.fuse([first, second], default_model).fused.astype(int)
+        low = np.minimum(first, second).astype(int)
+        high = np.maximum(first, second).astype(int)
+        assert np.all(fused >= low) and np.all(fused <= high)
+
+
+def test_the_sharp_side_is_chosen_on_the_demo_pair(default_model, demo_sources):
+    # The demo pair: A is sharp on the left half... checked against a focus measure instead of
+    # assuming: where one source's local Laplacian energy is 4x the other's, the decision follows.
+    import cv2
+
+    result = pipeline.fuse(demo_sources, default_model)
+    grays = [to_gray(to_unit_range(s)) for s in demo_sources]
+    energy = [cv2.blur(cv2.Laplacian(g, cv2.CV_32F) ** 2, (15, 15)) for g in grays]
+    clear_a, clear_b = energy[0] > 4 * energy[1], energy[1] > 4 * energy[0]
+    assert clear_a.mean() > 0.05 and clear_b.mean() > 0.05
+    assert result.decision[clear_a].mean() >= 0.95
+    assert (~result.decision[clear_b]).mean() >= 0.95
+
+
+def test_tiled_scores_equal_untiled(default_model, demo_sources):
+    network = as_score_network(default_model)
+    a, b = (to_gray(to_unit_range(s)) for s in demo_sources)
+    whole = inference.score_map(network, a, b)
+    np.testing.assert_allclose(inference.score_map(network, a, b, max_tile_side=150), whole, atol=1e-5)
+    tiled = pipeline.fuse(demo_sources, default_model, FusionOptions(max_tile_side=150))
+    np.testing.assert_array_equal(tiled.fused, pipeline.fuse(demo_sources, default_model).fused)
+
+
+def test_litert_bundle_tiled_equals_untiled_and_matches_keras(default_model, demo_sources):
+    lite = zoo.load_litert_network()
+    a, b = (to_gray(to_unit_range(s)) for s in demo_sources)
+    untiled = lite.score_map(a, b, max_tile_side=None)
+    np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=150), untiled, atol=1e-5)
+    keras_scores = inference.score_map(as_score_network(default_model), a, b)
+    np.testing.assert_allclose(untiled, keras_scores, atol=1e-4)
