@@ -33,6 +33,10 @@ flags.DEFINE_integer("height", 4000, "Height of the upscaled pair.")
 flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
 flags.DEFINE_string("liu_mat", None, "Use the authors' released weights instead.")
 flags.DEFINE_float("memory_budget_mb", 1024, "Memory budget for the network tiles.")
+flags.DEFINE_integer(
+    "compare_tile_side", 0, "Also fuse in tiles of this side and report how far the two results are "
+    "apart (tiling must not change them; 0: skip)."
+)
 flags.DEFINE_string("output_json", str(REPO_ROOT / "experiments/results/benchmark_large.json"), "Where to write the figures.")
 FLAGS = flags.FLAGS
 
@@ -67,6 +71,11 @@ def main(argv):
             "seconds": seconds, "peak_rss_mb": peak, "rss_before_fusion_mb": rss_before,
             "untiled_activation_estimate_mb": untiled,
         }
+        if FLAGS.compare_tile_side:
+            other = fusion.fuse(sources, network, fusion.FusionOptions(max_tile_side=FLAGS.compare_tile_side))
+            report["compare_tile_side"] = FLAGS.compare_tile_side
+            report["compare_max_score_abs_diff"] = float(abs(other.scores - result.scores).max())
+            report["compare_fused_identical"] = bool((other.fused == result.fused).all())
         print(json.dumps(report, indent=2))
         cli.write_json(FLAGS.output_json, report)
 

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("li2018", "liu2017", "liu2017_single_fc")
+SHIPPED = {
+    "li2018": "patch_model.keras",
+    "liu2017": "patch_model.keras",
+    "liu2017_single_fc": "patch_model.keras",
+    "pixel_decision": "decision_model.keras",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +40,10 @@ def test_wheel_contents(wheel):
         scripts = archive.read(entry_points).decode()
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"mfkeras"}
-    for name in SHIPPED:
-        assert f"mfkeras/saved_models/{name}/patch_model.keras" in names
+    for name, model_file in SHIPPED.items():
+        assert f"mfkeras/saved_models/{name}/{model_file}" in names
         assert f"mfkeras/saved_models/{name}/model_card.json" in names
+    assert "mfkeras/saved_models/pixel_decision/litert/pair.tflite" in names
     assert {"mfkeras/demo/demo_A.jpg", "mfkeras/demo/demo_B.jpg"} <= set(names)
     for script in ("fuse", "train", "evaluate", "export"):
         assert f"mfkeras-{script} = mfkeras.cli.{script}:run" in scripts

@@ -19,7 +19,7 @@ from mfkeras.deploy import saved_model, tflite
 from mfkeras.fusion.options import FusionOptions
 from mfkeras.fusion.pipeline import fuse, fuse_scored_pair
 from mfkeras.io import images
-from mfkeras.io.color import to_gray, to_unit_range
+from mfkeras.io.color import to_unit_gray
 from mfkeras.network.convert import ScoreNetwork
 
 
@@ -59,7 +59,7 @@ def compare_with_pipeline(
     for name, path_a, path_b in pairs:
         a, b = images.read_image(path_a), images.read_image(path_b)
         row, reference = _saved_model_row(name, a, b, served, network, reference_options)
-        grays = tuple(to_gray(to_unit_range(x)) for x in (a, b))
+        grays = tuple(to_unit_gray(x) for x in (a, b))
         if exact is not None:
             exact_scores = exact(*(g[None, ..., None] for g in grays)).numpy()[0, ..., 0]
             row["keras_float32_vs_float64"] = float(np.abs(reference.score_map - exact_scores).max())

@@ -23,9 +23,12 @@ def focus_map(score_map: np.ndarray, shape: tuple, stride: int, patch_size: int)
         patch_size: window side.
 
     Returns:
-        (H, W) float64 focus map.
+        (H, W) float64 focus map; with one score per pixel (stride and window 1), the
+        score map itself.
     """
     height, width = shape
+    if stride == 1 and patch_size == 1 and tuple(np.shape(score_map)) == (height, width):
+        return score_map
     if patch_size % stride == 0:
         # A pixel's windows depend only on its stride cell: average at score resolution.
         cells = patch_size // stride

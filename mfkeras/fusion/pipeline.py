@@ -21,7 +21,7 @@ from mfkeras.fusion.litert import LiteRTNetwork
 from mfkeras.fusion.options import KERAS_ONLY_OPTIONS, FusionOptions
 from mfkeras.fusion.result import FusionResult
 from mfkeras.fusion.timing import NO_TIMES
-from mfkeras.io.color import to_gray, to_unit_range
+from mfkeras.io.color import to_unit_gray
 from mfkeras.io.validate import validate_images
 
 
@@ -131,8 +131,8 @@ def _tile_side(network, options: FusionOptions):
 
 def _fuse_pair(first, second, network, options: FusionOptions, tile_side, times, progress) -> FusionResult:
     with times.stage("score"):
-        gray_a = to_gray(to_unit_range(first))
-        gray_b = to_gray(to_unit_range(second))
+        gray_a = to_unit_gray(first)
+        gray_b = to_unit_gray(second)
         scores = _pair_scores(network, gray_a, gray_b, options, tile_side, progress)
     return fuse_scored_pair(first, second, (gray_a, gray_b), scores, network, options, times)
 
@@ -176,7 +176,7 @@ def fuse_scored_pair(
 
 def _fuse_stack(images, network, options: FusionOptions, tile_side, times, progress) -> FusionResult:
     with times.stage("score"):
-        grays = [to_gray(to_unit_range(image)) for image in images]
+        grays = [to_unit_gray(image) for image in images]
         scores = _stack_scores(network, grays, options, tile_side, progress)
     shape = grays[0].shape
     with times.stage("decision"):

@@ -36,3 +36,17 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f"Expected a (H, W), (H, W, 1) or (H, W, 3) image. Received shape {image.shape}")
     return image.astype(np.float32)
+
+
+def to_unit_gray(image: np.ndarray) -> np.ndarray:
+    """``to_gray(to_unit_range(image))`` without the whole-image float64 copy.
+
+    Integer images are converted row block by row block, then scaled in place, so a large
+    frame costs one float32 plane. Values equal ``to_gray(to_unit_range(image))`` to
+    float32 rounding.
+    """
+    if not np.issubdtype(np.asarray(image).dtype, np.integer):
+        return to_gray(to_unit_range(image))
+    gray = to_gray(image)
+    gray *= np.float32(1.0 / np.iinfo(image.dtype).max)
+    return gray
