@@ -25,7 +25,7 @@ MODEL_FILES = (DECISION_MODEL_FILE, MODEL_FILE)
 CARD_FILE = "model_card.json"
 LITERT_DIR = "litert"
 # The model `mfkeras-fuse` uses when none is named; chosen on quality and speed (README).
-DEFAULT_MODEL = "liu2017_single_fc"
+DEFAULT_MODEL = "pixel_decision"
 
 
 def demo_pair() -> tuple:

@@ -14,7 +14,7 @@ from mfkeras.fusion.litert import LiteRTNetwork
 from mfkeras.io import images
 from mfkeras.network import zoo
 from mfkeras.network.config import POOL, ModelConfig
-from mfkeras.network.convert import as_score_network, to_fully_convolutional
+from mfkeras.network.convert import as_score_network
 from mfkeras.network.decision_config import DecisionConfig
 from mfkeras.network.decision_model import build_decision_model
 from mfkeras.network.model import build_patch_model
@@ -118,7 +118,7 @@ def test_shipped_bundle_matches_a_fresh_export(tmp_path, quantization):
 
     shipped = zoo.litert_dir(quantization=quantization)
     assert shipped is not None, f"the default model ships its {quantization} LiteRT files"
-    network = to_fully_convolutional(zoo.load_patch_model())
+    network = as_score_network(zoo.load_patch_model())
     tflite.write_litert_bundle(network, str(tmp_path), zoo.DEFAULT_MODEL, quantization)
     for name in ("pair.tflite", "project.tflite", "tail.tflite", "litert.json"):
         assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
