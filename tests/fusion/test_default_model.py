@@ -45,7 +45,7 @@ def test_swapping_the_inputs_inverts_the_decision(default_model, demo_sources):
         forward = pipeline.fuse([first, second], default_model)
         backward = pipeline.fuse([second, first], default_model)
         assert np.mean(forward.decision != backward.decision) >= 0.99
-        raw = np.mean((forward.scores > 0.5) != (backward.scores > 0.5))
+        raw = np.mean((forward.score_map > 0.5) != (backward.score_map > 0.5))
         assert raw >= 0.99, raw
 
 
