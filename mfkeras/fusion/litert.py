@@ -39,10 +39,14 @@ FRAMES = "frames"
 PROJECTION = "projection"
 PRE_ACTIVATION = "pre_activation"
 SCORES = "scores"
-# Largest tile the pipeline gives LiteRT unless told otherwise: in single whole-process runs on
-# a shared 2-core x86 CPU, a 520x520 pair took 257 MB peak in 320-pixel tiles against 587 MB
-# untiled, no slower (0.82 s against 2.76 s in those runs), with identical fused images.
-TILE_SIDE = 320
+# Largest tile the pipeline gives LiteRT unless told otherwise, by kind of network. Patch
+# classifiers: in single whole-process runs on a shared 2-core x86 CPU, a 520x520 pair took
+# 257 MB peak in 320-pixel tiles against 587 MB untiled, no slower (0.82 s against 2.76 s),
+# with identical fused images. Decision networks: XNNPACK's buffers for their full-resolution
+# convolutions grow with the tile, 252 MB whole-process peak for a 520x520 pair in 256-pixel
+# tiles, 334 MB in 320-pixel tiles, 632 MB in 600-pixel tiles.
+TILE_SIDES = {"patch": 320, "decision": 256}
+TILE_SIDE = TILE_SIDES["patch"]
 
 
 def make_interpreter(model, num_threads: int | None = None):
@@ -109,7 +113,11 @@ class LiteRTNetwork:
 
     # The geometry that tiling and the decision steps read.
     dense = False
-    tile_side = TILE_SIDE
+
+    @property
+    def tile_side(self) -> int:
+        """Largest tile the pipeline gives this network unless told otherwise."""
+        return TILE_SIDES[self.kind]
 
     @property
     def stride(self) -> int:
