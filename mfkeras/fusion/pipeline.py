@@ -21,7 +21,7 @@ from mfkeras.fusion.litert import LiteRTNetwork
 from mfkeras.fusion.options import KERAS_ONLY_OPTIONS, FusionOptions
 from mfkeras.fusion.result import FusionResult
 from mfkeras.fusion.timing import NO_TIMES
-from mfkeras.io.color import to_unit_gray
+from mfkeras.io.color import to_gray, to_unit_gray, to_unit_range  # noqa: F401 (re-exported by mfkeras.fusion)
 from mfkeras.io.validate import validate_images
 
 

@@ -135,6 +135,11 @@ class DecisionNetwork:
         return self._built[kind]
 
     @property
+    def built_kinds(self) -> tuple:
+        """The kinds :meth:`cached` has built so far."""
+        return tuple(self._built)
+
+    @property
     def geometry(self) -> DecisionGeometry:
         """Halo and map size without the Keras models (what tiling needs)."""
         return DecisionGeometry(self.config)

@@ -36,7 +36,7 @@ def test_fusion_flags_reach_the_fusion_options():
     values = flags.FlagValues()  # a private flag registry, not the global one
     module = types.SimpleNamespace(**{
         name: functools.partial(getattr(flags, name), flag_values=values)
-        for name in ("DEFINE_string", "DEFINE_enum", "DEFINE_float", "DEFINE_bool")
+        for name in ("DEFINE_string", "DEFINE_enum", "DEFINE_float", "DEFINE_bool", "DEFINE_integer")
     })
     cli.define_fusion_flags(module)
     values(["prog", "--inference_dtype=bfloat16", "--jit_compile", "--symmetric", "--refine=dilate",

@@ -364,10 +364,14 @@ def test_full_disk_is_one_line_and_leaves_nothing(workspace, tmp_path):
 def test_int8_litert_files_are_chosen_by_flag_and_close_to_float32(tmp_path):
     a, b = (str(p) for p in _zoo_demo_pair())
     float32, int8 = tmp_path / "f32.png", tmp_path / "i8.png"
-    assert _run(a, b, "-o", str(float32)).returncode == 0
-    proc = _run(a, b, "-o", str(int8), "--litert_quantization=dynamic_int8")
+    # The patch classifier ships int8 files; the default (the decision network) does not.
+    model = "--model=liu2017_single_fc"
+    assert _run(a, b, "-o", str(float32), model).returncode == 0
+    proc = _run(a, b, "-o", str(int8), "--litert_quantization=dynamic_int8", model)
     assert proc.returncode == 0, proc.stderr
     assert "(litert dynamic_int8)" in proc.stdout
     assert np.abs(cv2.imread(str(int8)).astype(int) - cv2.imread(str(float32))).mean() <= 0.5
+    missing = _run(a, b, "-o", str(tmp_path / "m.png"), "--litert_quantization=dynamic_int8")
+    assert missing.returncode == 2 and "no dynamic_int8 LiteRT files" in missing.stderr
     refused = _run(a, b, "-o", str(tmp_path / "x.png"), "--litert_quantization=dynamic_int8", "--backend=keras")
     assert refused.returncode == 2 and "for the LiteRT backend" in refused.stderr

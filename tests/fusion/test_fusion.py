@@ -156,18 +156,28 @@ def demo_pair():
     return [_rgb(demo / f"demo_{s}.jpg") for s in "AB"]
 
 
+# Largest score change by model and precision on the demo pair. The decision network scores
+# every pixel from raw grey differences, so its lower-precision scores move more per pixel
+# (measured: XLA float32 1.4e-5, bfloat16 0.065), while its decisions hold as well.
+SCORE_TOLERANCES = {
+    "pixel_decision": {"float32": 5e-5, "float16": 2e-2, "bfloat16": 0.15},
+    "liu2017_single_fc": {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCORE_TOLERANCES))
 @pytest.mark.parametrize("inference_dtype, jit_compile", [("float32", True), ("bfloat16", False), ("float16", True)])
-def test_precision_and_xla_options_keep_the_fusion(demo_pair, inference_dtype, jit_compile):
-    """Shipped default model on the demo pair: scores close, decisions >= 99.5 % equal."""
+def test_precision_and_xla_options_keep_the_fusion(demo_pair, name, inference_dtype, jit_compile):
+    """Shipped models on the demo pair: scores close, decisions >= 99.5 % equal."""
     from mfkeras.network import zoo
 
-    model = zoo.load_patch_model()
+    model = zoo.load_patch_model(name)
     reference = fusion.fuse(demo_pair, model)
     options = fusion.FusionOptions(inference_dtype=inference_dtype, jit_compile=jit_compile)
     got = fusion.fuse(demo_pair, model, options)
     assert got.score_map.dtype == np.float32
     difference = np.abs(got.score_map - reference.score_map).max()
-    assert difference <= {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}[inference_dtype]
+    assert difference <= SCORE_TOLERANCES[name][inference_dtype]
     if inference_dtype != "float32":
         assert difference > 1e-6  # the network really ran in the lower precision
     if jit_compile:

@@ -59,7 +59,7 @@ def test_recipe_rejects_bad_values(field, value):
 
 
 def test_unknown_recipe_lists_the_choices():
-    with pytest.raises(ValueError, match=r"\['default', 'paper'\]. Received: 'fast'"):
+    with pytest.raises(ValueError, match=r"\['decision', 'default', 'paper'\]. Received: 'fast'"):
         training.get_recipe("fast")
 
 
