@@ -17,6 +17,7 @@ from mfkeras.deploy import saved_model as export
 from mfkeras import fusion
 from mfkeras.fusion import inference
 from mfkeras.network import zoo
+from mfkeras.io import images
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.model import build_patch_model
 
@@ -172,6 +173,21 @@ def test_module_fuse_matches_python_fuse(tiny_model, options, channels):
     np.testing.assert_allclose(got["weight_map"], expected.final_decision, atol=1e-5)
     # Weights agree to float32 precision, so a blended value can round the other way.
     assert np.abs(got["fused"].astype(int) - expected.fused).max() <= 1
+
+
+@pytest.mark.parametrize("options", [fusion.FusionOptions(), fusion.FusionOptions(symmetric=True)], ids=["default", "symmetric"])
+def test_module_fuse_matches_python_fuse_for_the_default_decision_network(options):
+    """The shipped per-pixel decision network through the SavedModel path, with its own rule."""
+    a, b = (images.read_image(str(p)) for p in zoo.demo_pair())
+    model = zoo.load_patch_model()
+    expected = fusion.fuse([a, b], model, options)
+    module = export.FusionModule(model, options)
+    assert (module.options.guided_radius, module.options.area_ratio) == (1, 0.003)
+    got = {k: v.numpy() for k, v in module.fuse(a, b).items()}
+    # One score per pixel from raw grey differences: oneDNN's float32 sums differ by ~1e-5.
+    np.testing.assert_allclose(got["focus_map"], expected.focus_map, atol=5e-5)
+    assert np.mean(got["decision_map"] == expected.decision.astype(np.uint8)) >= 0.9999
+    assert np.abs(got["fused"].astype(int) - expected.fused).mean() <= 0.05
 
 
 def test_module_score_map_matches_inference(tiny_model):
