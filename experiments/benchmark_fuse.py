@@ -29,7 +29,7 @@ from mfkeras.training import provenance  # noqa: E402
 flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_A.jpg"),
                              str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_B.jpg")],
                   "The colour pair to fuse.")
-flags.DEFINE_list("models", ["liu2017_single_fc"], "Shipped model names or .keras files to time.")
+flags.DEFINE_list("models", ["pixel_decision", "liu2017_single_fc"], "Shipped model names or .keras files to time.")
 flags.DEFINE_string("liu_mat", None, "Also time the authors' released weights from this .mat file.")
 flags.DEFINE_bool("dense", False, "Time the stride-1 score map.")
 flags.DEFINE_enum(

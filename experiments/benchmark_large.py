@@ -74,7 +74,7 @@ def main(argv):
         if FLAGS.compare_tile_side:
             other = fusion.fuse(sources, network, fusion.FusionOptions(max_tile_side=FLAGS.compare_tile_side))
             report["compare_tile_side"] = FLAGS.compare_tile_side
-            report["compare_max_score_abs_diff"] = float(abs(other.scores - result.scores).max())
+            report["compare_max_score_abs_diff"] = float(abs(other.score_map - result.score_map).max())
             report["compare_fused_identical"] = bool((other.fused == result.fused).all())
         print(json.dumps(report, indent=2))
         cli.write_json(FLAGS.output_json, report)

@@ -267,7 +267,7 @@ def score_map_flops(config: ModelConfig, height: int, width: int, dense: bool = 
     """Analytic multiply-add count x 2 of the score-map network on an image pair.
 
     Args:
-        config: the architecture.
+        config: the architecture (a patch classifier's, or a decision network's).
         height: image height.
         width: image width.
         dense: count the stride-1 network.
@@ -275,6 +275,10 @@ def score_map_flops(config: ModelConfig, height: int, width: int, dense: bool = 
     Returns:
         Floating-point operations (2 per multiply-add), both branches included.
     """
+    from mfkeras.network.decision_config import DecisionConfig
+
+    if isinstance(config, DecisionConfig):  # one score per pixel whatever ``dense`` says
+        return config.flops(height, width)
     rows, cols, channels, dilation, flops = height, width, 1, 1, 0
     for item in config.branch_layers:
         if item == POOL:
