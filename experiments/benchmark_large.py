@@ -49,7 +49,6 @@ def main(argv):
 
         from mfkeras import fusion
         from mfkeras.io import images
-        from mfkeras.fusion import inference, scoring
         from mfkeras.network import zoo
 
         model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from mfkeras.network.config import POOL, ModelConfig
+from mfkeras.network.cache import BuildCache
 from mfkeras.network.geometry import IMAGE_A, IMAGE_B, ScoreGeometry, output_length, receptive_field
 from mfkeras.network.model import BRANCH_NAME, config_from_model
 
@@ -109,7 +110,7 @@ def _window_conv(filters: int, kernel_size, dilation: int, **kwargs) -> keras.la
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreNetwork:
+class ScoreNetwork(BuildCache):
     """An all-convolutional score-map network and where its scores sit.
 
     Score ``(j, i)`` is the probability that image A is the focused one in the
@@ -136,17 +137,6 @@ class ScoreNetwork:
     dense: bool
     receptive_field: int
     _built: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def cached(self, kind: str, build):
-        """``build()``, made once per network and ``kind`` (compiled functions, precision copies)."""
-        if kind not in self._built:
-            self._built[kind] = build()
-        return self._built[kind]
-
-    @property
-    def built_kinds(self) -> tuple:
-        """The kinds :meth:`cached` has built so far."""
-        return tuple(self._built)
 
     @property
     def patch_size(self) -> int:

@@ -13,6 +13,7 @@ import dataclasses
 import keras
 
 from mfkeras.network.decision_config import DecisionConfig, DecisionGeometry, get_decision_preset
+from mfkeras.network.cache import BuildCache
 from mfkeras.network.geometry import IMAGE_A, IMAGE_B
 from mfkeras.network.model import BRANCH_NAME, kernel_regularizer
 
@@ -108,7 +109,7 @@ def decision_config_from_model(model: keras.Model) -> DecisionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DecisionNetwork:
+class DecisionNetwork(BuildCache):
     """A decision network with the geometry the fusion steps read (one score per pixel).
 
     Attributes:
@@ -127,17 +128,6 @@ class DecisionNetwork:
     stride = 1
     patch_size = 1
     dense = False
-
-    def cached(self, kind: str, build):
-        """``build()``, made once per network and ``kind`` (compiled functions, precision copies)."""
-        if kind not in self._built:
-            self._built[kind] = build()
-        return self._built[kind]
-
-    @property
-    def built_kinds(self) -> tuple:
-        """The kinds :meth:`cached` has built so far."""
-        return tuple(self._built)
 
     @property
     def geometry(self) -> DecisionGeometry:

@@ -149,11 +149,10 @@ def load_samples(path: str) -> DecisionSamples:
 
 def split_samples(samples: DecisionSamples, fraction: float, seed: int) -> tuple:
     """``(train, validation)`` samples, ``fraction`` of them held out (at least one each side)."""
-    if len(samples) < 2:
-        raise ValueError(f"Need at least 2 generated samples to hold some out. Received: {len(samples)}")
-    order = np.random.default_rng(seed).permutation(len(samples))
-    held = min(len(samples) - 1, max(1, int(round(len(samples) * fraction))))
-    return samples.subset(sorted(order[held:])), samples.subset(sorted(order[:held]))
+    from mfkeras.training.data import split_holdout
+
+    train, validation = split_holdout(len(samples), fraction, seed)
+    return samples.subset(train), samples.subset(validation)
 
 
 def boundary_pixels(labels: np.ndarray) -> np.ndarray:
