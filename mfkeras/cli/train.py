@@ -146,8 +146,14 @@ def _train_decision_network():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if _PRESET.value in DECISION_PRESETS:
-        return _train_decision_network()
+    with cli.clean_errors("mfkeras-train"):
+        if _PRESET.value in DECISION_PRESETS:
+            return _train_decision_network()
+        return _train_patch_classifier()
+
+
+def _train_patch_classifier():
+    """The Siamese patch classifier on VOC patch pairs (trainer)."""
     model_config = get_preset(_PRESET.value)
     name = _NAME.value or model_config.name
     output_dir = _OUTPUT_DIR.value or os.path.join("runs", name)

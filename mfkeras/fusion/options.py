@@ -97,7 +97,6 @@ class FusionOptions:
                 f"Received: {self.guided_radius}, {self.guided_eps}, {self.dilate_radius}"
             )
 
-
     def with_rule(self, rule: dict) -> "FusionOptions":
         """These options with the fields left at None taken from a network's ``fusion_rule``."""
         return dataclasses.replace(

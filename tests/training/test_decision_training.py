@@ -108,7 +108,7 @@ def test_folder_images_leave_out_the_development_split(tmp_path):
     from mfkeras.training.split import is_development_image
 
     kept = [n for n in sorted(os.listdir(folder)) if not is_development_image(n)]
-    assert 0 < len(kept) < 12 or len(kept) == 12
+    assert len(kept) == 11  # scene_7 is the one development image among the twelve
     assert len(decision_data.folder_images(str(folder), True, 400)) == len(kept)
     assert len(decision_data.folder_images(str(folder), False, 400)) == 12
 
@@ -160,3 +160,19 @@ def test_too_small_samples_are_refused():
     samples = decision_data.generate_samples([_scene(0, size=72)], seed=0, config=SMALL_DATA)
     with pytest.raises(ValueError, match="crop_size=128"):
         next(decision_data.crop_stream(samples, decision_data.DecisionDataConfig(crop_size=128), 0))
+
+
+@pytest.mark.parametrize("preset", ["pixel_decision", "li2018"])
+def test_cli_names_a_missing_image_folder_in_one_line(tmp_path, preset):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfkeras.cli.train", f"--preset={preset}", f"--image_dir={tmp_path / 'missing'}",
+         f"--output_dir={tmp_path / 'run'}", "--export_dir="],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mfkeras-train: error:")]
+    assert len(errors) == 1 and "missing" in errors[0]
+    assert "Traceback" not in proc.stderr
