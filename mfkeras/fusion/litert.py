@@ -43,8 +43,10 @@ SCORES = "scores"
 # classifiers: in single whole-process runs on a shared 2-core x86 CPU, a 520x520 pair took
 # 257 MB peak in 320-pixel tiles against 587 MB untiled, no slower (0.82 s against 2.76 s),
 # with identical fused images. Decision networks: XNNPACK's buffers for their full-resolution
-# convolutions grow with the tile, 252 MB whole-process peak for a 520x520 pair in 256-pixel
-# tiles, 334 MB in 320-pixel tiles, 632 MB in 600-pixel tiles.
+# convolutions grow with the tile (a 520x520 pair: 196 MB whole-process peak in the three
+# 216-pixel tiles a side that a 256-pixel bound gives, 271 MB in 320-pixel tiles), and their
+# tiles all have one shape, so the interpreter plans once (the first call at a new shape
+# costs several calls' time).
 TILE_SIDES = {"patch": 320, "decision": 256}
 TILE_SIDE = TILE_SIDES["patch"]
 

@@ -37,6 +37,8 @@ class Tile:
 
 
 def _plan_axis(network, length: int, max_side: int | None) -> list:
+    if network.stride == 1 and network.patch_size == 1:
+        return _plan_axis_uniform(length, max_side, network.receptive_field)
     total = network.output_shape_for(length, length)[0]
     if max_side is None or length <= max_side:
         return [(0, length, 0, total, 0)]
@@ -48,6 +50,27 @@ def _plan_axis(network, length: int, max_side: int | None) -> list:
         start = max(0, ((stride * first - halo) // stride) * stride)
         stop = min(length, -(-(stride * (last - 1) + patch + halo) // stride) * stride)
         spans.append((start, stop, first, last, first - start // stride))
+    return spans
+
+
+def _plan_axis_uniform(length: int, max_side: int | None, halo: int) -> list:
+    """Tiles of one side for networks with a score per pixel, spread evenly over the axis.
+
+    Every tile has the same length (the fewest tiles of at most ``max_side`` that cover the
+    axis, each as short as that count allows), so a runtime that plans per input shape
+    plans once; tiles at the image's edges keep the image's own border.
+    """
+    if max_side is None or length <= max_side:
+        return [(0, length, 0, length, 0)]
+    inner = max(1, max_side - 2 * halo)
+    count = max(2, -(-(length - 2 * halo) // inner))
+    side = min(length, -(-(length + 2 * (count - 1) * halo) // count))
+    starts = [round(index * (length - side) / (count - 1)) for index in range(count)]
+    spans, first = [], 0
+    for index, start in enumerate(starts):
+        last = length if index == count - 1 else (starts[index + 1] + start + side) // 2
+        spans.append((start, start + side, first, last, first - start))
+        first = last
     return spans
 
 
@@ -134,22 +157,28 @@ def stack_scores(
     pair_bytes_per_pixel = _FLOAT_BYTES * units / network.stride**2
     pairs_per_call = int(np.clip(bytes_per_pixel(network, FRAMES_PER_CALL) / pair_bytes_per_pixel, 1, 16))
     scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
-    pairs = [(i, k) for i in range(count) for k in range(count) if i != k]
     for tile in progress(plan_tiles(network, height, width, max_tile_side), "tiles"):
-        batch = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
-        projected = [project(batch[start : start + FRAMES_PER_CALL]) for start in range(0, count, FRAMES_PER_CALL)]
-        projections = [chunk[index : index + 1] for chunk in projected for index in range(chunk.shape[0])]
-        u = [p[..., :units] + bias for p in projections]
-        v = [p[..., units:] for p in projections]
-        local = None
-        for batch_start in range(0, len(pairs), pairs_per_call):
-            batch = pairs[batch_start : batch_start + pairs_per_call]
-            pair_scores = tail(np.concatenate([u[i] + v[k] for i, k in batch], axis=0))[..., 0]
-            if local is None:
-                local = np.zeros((count, *pair_scores.shape[1:]), np.float32)
-            for (i, k), s in zip(batch, pair_scores):
-                local[i] += 0.5 * s
-                local[k] += 0.5 * (1.0 - s)
+        frames = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
+        rows, cols = tile.local_rows, tile.local_cols
+        kept_shape = (count, rows.stop - rows.start, cols.stop - cols.start, units)
+        u, v = np.empty(kept_shape, np.float32), np.empty(kept_shape, np.float32)
+        for start in range(0, count, FRAMES_PER_CALL):
+            # The tail runs per pixel, so only where this tile's scores are kept.
+            kept = project(frames[start : start + FRAMES_PER_CALL])[:, rows, cols]
+            np.add(kept[..., :units], bias, out=u[start : start + FRAMES_PER_CALL])
+            v[start : start + FRAMES_PER_CALL] = kept[..., units:]
+        local = np.zeros(kept_shape[:3], np.float32)
+        buffer = np.empty((min(pairs_per_call, count), *kept_shape[1:]), np.float32)
+        for i in range(count):
+            # Against every frame, itself included: its own pair adds s / 2 + (1 - s) / 2 = 1 / 2
+            # (taken off below) and lets each call read a slice of v rather than a copy.
+            for start in range(0, count, pairs_per_call):
+                stop = min(count, start + pairs_per_call)
+                pre_activation = np.add(u[i], v[start:stop], out=buffer[: stop - start])
+                pair_scores = tail(pre_activation)[..., 0]
+                local[i] += 0.5 * pair_scores.sum(axis=0)
+                local[start:stop] += 0.5 * (1.0 - pair_scores)
+        local -= 0.5
         local /= count - 1
-        scores[:, tile.score_rows, tile.score_cols] = local[:, tile.local_rows, tile.local_cols]
+        scores[:, tile.score_rows, tile.score_cols] = local
     return scores

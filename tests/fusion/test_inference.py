@@ -93,3 +93,42 @@ def test_gray_conversion_uses_the_reference_weights():
     pixel = np.array([[[0.2, 0.5, 0.9]]])
     expected = 0.298936021293775 * 0.2 + 0.587043074451121 * 0.5 + 0.114020904255103 * 0.9
     assert abs(color.to_gray(pixel)[0, 0] - expected) < 1e-7
+
+
+class _PerPixelGeometry:
+    """The geometry of a network with one score per pixel and a halo, nothing else."""
+
+    stride = 1
+    patch_size = 1
+    dense = False
+
+    def __init__(self, halo):
+        self.receptive_field = halo
+
+    def output_shape_for(self, height, width):
+        return (height, width)
+
+
+@pytest.mark.parametrize("halo", [0, 3, 32])
+@pytest.mark.parametrize("length", [37, 200, 521, 999])
+@pytest.mark.parametrize("max_side", [80, 97, 256])
+def test_per_pixel_tiles_share_one_shape_and_keep_their_halo(halo, length, max_side):
+    network = _PerPixelGeometry(halo)
+    tiles = scoring.plan_tiles(network, length, 64, max_side)
+    hits = np.zeros((length, 64), int)
+    shapes = set()
+    for tile in tiles:
+        hits[tile.score_rows, tile.score_cols] += 1
+        rows = tile.image_rows
+        shapes.add((rows.stop - rows.start, tile.image_cols.stop - tile.image_cols.start))
+        # A kept score sees `halo` pixels of context, or the image's own border.
+        assert tile.score_rows.start == 0 or tile.score_rows.start - rows.start >= halo
+        assert tile.score_rows.stop == length or rows.stop - tile.score_rows.stop >= halo
+        assert tile.score_rows.start - rows.start == tile.local_rows.start
+        assert tile.score_rows.stop - tile.score_rows.start == tile.local_rows.stop - tile.local_rows.start
+    assert (hits == 1).all()
+    assert len(shapes) == 1  # one interpreter plan for every tile
+    side = shapes.pop()[0]
+    assert side <= max(max_side, 2 * halo + 1) or len(tiles) == 1
+    if length > max_side:
+        assert len(tiles) >= 2
