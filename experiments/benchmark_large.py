@@ -48,6 +48,7 @@ def main(argv):
         import cv2
 
         from mfkeras import fusion
+        from mfkeras.fusion import scoring
         from mfkeras.io import images
         from mfkeras.network import zoo
 

@@ -44,7 +44,8 @@ SCORES = "scores"
 # 257 MB peak in 320-pixel tiles against 587 MB untiled, no slower (0.82 s against 2.76 s),
 # with identical fused images. Decision networks: XNNPACK's buffers for their full-resolution
 # convolutions grow with the tile (a 520x520 pair: 196 MB whole-process peak in the three
-# 216-pixel tiles a side that a 256-pixel bound gives, 271 MB in 320-pixel tiles), and their
+# 216-pixel tiles a side that a 256-pixel bound gives, 271 MB with a 320-pixel bound, in
+# single runs), and their
 # tiles all have one shape, so the interpreter plans once (the first call at a new shape
 # costs several calls' time).
 TILE_SIDES = {"patch": 320, "decision": 256}
