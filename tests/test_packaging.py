@@ -79,3 +79,26 @@ def test_installed_wheel_finds_models_and_fuses_the_demo(wheel, tmp_path):
     fused = cv2.imread(str(work / "demo_output" / "fused.png"))
     source = cv2.imread(str(REPO_ROOT / "demo" / "demo_A.jpg"))
     assert fused is not None and fused.shape == source.shape
+
+
+def test_no_module_uses_a_name_it_never_defined():
+    """A name used but never imported or defined fails only when that line runs (a benchmark
+    script's branch, an error path); pyflakes finds them all statically."""
+    from pyflakes import api, messages, reporter
+
+    class Collect(reporter.Reporter):
+        def __init__(self):
+            super().__init__(None, None)
+            self.found = []
+
+        def flake(self, message):
+            if isinstance(message, (messages.UndefinedName, messages.UndefinedLocal)):
+                self.found.append(str(message))
+
+        def syntaxError(self, filename, msg, lineno, offset, text):
+            self.found.append(f"{filename}:{lineno}: {msg}")
+
+    collect = Collect()
+    for folder in ("mfkeras", "experiments", "tests"):
+        api.checkRecursive([str(REPO_ROOT / folder)], collect)
+    assert collect.found == []
