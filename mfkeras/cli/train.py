@@ -78,6 +78,9 @@ _INIT_FROM = flags.DEFINE_string(
     "init_from", None, "Decision presets: start from this .keras model's weights (fine-tuning)."
 )
 _CROP_SIZE = flags.DEFINE_integer("crop_size", 128, "Training crop side of a decision network.")
+_STACK_SHARE = flags.DEFINE_float(
+    "stack_share", 0.3, "Decision presets: share of images made into three-frame stacks (the rest pairs)."
+)
 
 
 def _recipe() -> training.Recipe:
@@ -130,7 +133,9 @@ def _train_decision_network():
         output_dir,
         recipe=_recipe(),
         data_config=decision_data.DecisionDataConfig(
-            crop_size=_CROP_SIZE.value, validation_fraction=_VALIDATION_FRACTION.value
+            crop_size=_CROP_SIZE.value,
+            stack_share=_STACK_SHARE.value,
+            validation_fraction=_VALIDATION_FRACTION.value,
         ),
         validation_interval=_VALIDATION_INTERVAL.value,
         seed=_SEED.value,

@@ -176,3 +176,28 @@ def test_cli_names_a_missing_image_folder_in_one_line(tmp_path, preset):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mfkeras-train: error:")]
     assert len(errors) == 1 and "missing" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("share, frames", [(0.0, 2), (1.0, 3)])
+def test_stack_share_sets_how_many_samples_are_stacks(share, frames):
+    config = decision_data.DecisionDataConfig(crop_size=32, stack_share=share)
+    samples = decision_data.generate_samples([_scene(i) for i in range(3)], seed=2, config=config)
+    assert len(samples) == 3
+    assert [len(f) for f in samples.frames] == [frames] * 3
+
+
+def test_cli_refuses_a_stack_share_outside_zero_one_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    folder = _folder(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfkeras.cli.train", "--preset=pixel_decision", f"--image_dir={folder}",
+         "--stack_share=1.5", f"--output_dir={tmp_path / 'run'}", "--export_dir="],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mfkeras-train: error:")]
+    assert len(errors) == 1 and "stack_share" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "run" / "decision_model.keras")
