@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def crop_figure(kept: list, path: str, methods: list, side: int = 40, zoom: int 
     from mfkeras.evaluation import reference
 
     columns = ["ground truth", *methods]
-    figure = Figure(figsize=(1.9 * len(columns), 2.0 * len(kept)))
+    figure = Figure(figsize=(1.9 * len(columns), 2.4 * len(kept)))
     FigureCanvasAgg(figure)
     for row, (sample, fused) in enumerate(kept):
         band = reference.boundary_band(sample.labels, 2)
@@ -209,7 +210,9 @@ def crop_figure(kept: list, path: str, methods: list, side: int = 40, zoom: int 
                 continue
             crop = image[top : top + side, left : left + side]
             axis.imshow(np.kron(crop, np.ones((zoom, zoom, 1), np.uint8)), interpolation="nearest")
-            label = name if name == "ground truth" else f"{name}\n{reference.psnr(sample.truth[top:top + side, left:left + side], crop):.1f} dB"
+            label = textwrap.fill(name, 24)  # long rule labels would run into the next column
+            if name != "ground truth":
+                label += f"\n{reference.psnr(sample.truth[top:top + side, left:left + side], crop):.1f} dB"
             axis.set_title(label, fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
