@@ -124,6 +124,11 @@ def _train_decision_network():
     config = dataclasses.replace(config, name=name)
     output_dir = _OUTPUT_DIR.value or os.path.join("runs", name)
     export_dir = _EXPORT_DIR.value if _EXPORT_DIR.value is not None else os.path.join("saved_models", name)
+    # Settings are checked before the run directory is made: a refused run leaves nothing behind.
+    data_config = decision_data.DecisionDataConfig(
+        crop_size=_CROP_SIZE.value, stack_share=_STACK_SHARE.value, validation_fraction=_VALIDATION_FRACTION.value
+    )
+    recipe = _recipe()
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "flags.json"), "w") as f:
         json.dump(flags.FLAGS.flag_values_dict(), f, indent=2, default=str)
@@ -131,12 +136,8 @@ def _train_decision_network():
         config,
         _source(),
         output_dir,
-        recipe=_recipe(),
-        data_config=decision_data.DecisionDataConfig(
-            crop_size=_CROP_SIZE.value,
-            stack_share=_STACK_SHARE.value,
-            validation_fraction=_VALIDATION_FRACTION.value,
-        ),
+        recipe=recipe,
+        data_config=data_config,
         validation_interval=_VALIDATION_INTERVAL.value,
         seed=_SEED.value,
         processes=_PROCESSES.value or os.cpu_count() or 1,

@@ -200,4 +200,4 @@ def test_cli_refuses_a_stack_share_outside_zero_one_in_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mfkeras-train: error:")]
     assert len(errors) == 1 and "stack_share" in errors[0]
     assert "Traceback" not in proc.stderr
-    assert not os.path.exists(tmp_path / "run" / "decision_model.keras")
+    assert not os.path.exists(tmp_path / "run")  # refused before the run directory is made
