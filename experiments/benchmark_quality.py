@@ -138,20 +138,6 @@ def evaluate(samples, methods: dict, peers: dict, scratch: str, keep: int = 0) -
     }, kept
 
 
-def rule_options(rule: str):
-    """FusionOptions with the ``key=value,...`` changes of one --rule."""
-    from mfkeras import fusion
-
-    defaults = fusion.FusionOptions()
-    changes = {}
-    for item in rule.split(","):
-        key, value = item.split("=", 1)
-        current = getattr(defaults, key)
-        kind = type(current) if current is not None else (float if "." in value or "e" in value else int)
-        changes[key] = (value.lower() == "true") if kind is bool else kind(value)
-    return fusion.FusionOptions(**changes)
-
-
 def rule_flags(rule: str) -> list:
     """The mfkeras-fuse flags of one --rule (its keys are FusionOptions fields and flags alike)."""
     return [f"--{item}" for item in rule.split(",")] if rule else []
@@ -258,7 +244,7 @@ def main(argv):
         model_rows = {f"mfkeras {name}": ["--model", name] for name in names}
         default = models.get(zoo.DEFAULT_MODEL) or zoo.load_patch_model()
         for rule in FLAGS.rule:
-            options = rule_options(rule)
+            options = fusion.FusionOptions.from_text(rule)
             label = f"mfkeras {zoo.DEFAULT_MODEL} ({rule})"
             methods[label] = lambda frames, o=options: fusion.fuse(frames, default, o).fused
             model_rows[label] = rule_flags(rule)

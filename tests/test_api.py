@@ -58,6 +58,7 @@ def test_options_reject_values_outside_the_offered_choices():
         ("consistency", options.CONSISTENCY_MODES),
         ("refine", options.REFINE_MODES),
         ("stack_method", options.STACK_METHODS),
+        ("stack_scoring", options.STACK_SCORINGS),
         ("inference_dtype", options.INFERENCE_DTYPES),
     ]:
         for choice in choices:
@@ -72,3 +73,22 @@ def test_public_image_round_trip(tmp_path):
     path = tmp_path / "frame.png"
     mfkeras.write_image(str(path), sharp)
     np.testing.assert_array_equal(mfkeras.read_image(str(path)), sharp)
+
+
+def test_options_from_text_read_each_field_kind():
+    parsed = mfkeras.FusionOptions.from_text(
+        "stack_scoring=all_pairs,guided_radius=4,guided_eps=0.01,symmetric=true,area_ratio=0.02,refine=dilate"
+    )
+    expected = mfkeras.FusionOptions(
+        stack_scoring="all_pairs", guided_radius=4, guided_eps=0.01, symmetric=True, area_ratio=0.02, refine="dilate"
+    )
+    assert parsed == expected and isinstance(parsed.guided_radius, int)
+    assert mfkeras.FusionOptions.from_text("") == mfkeras.FusionOptions()
+    for text, message in [
+        ("no_such_field=1", "FusionOptions field"),
+        ("symmetric", "key=value"),
+        ("symmetric=maybe", "true or false"),
+        ("stack_scoring=round_robin", "stack_scoring must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            mfkeras.FusionOptions.from_text(text)

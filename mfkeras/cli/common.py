@@ -19,6 +19,7 @@ from mfkeras.fusion.options import (  # noqa: E402
     QUANTIZATIONS,
     REFINE_MODES,
     STACK_METHODS,
+    STACK_SCORINGS,
 )
 
 
@@ -122,6 +123,11 @@ def define_fusion_flags(flags) -> None:
     )
     flags.DEFINE_integer("guided_radius", None, "Guided-filter radius (default: the model's own).")
     flags.DEFINE_float("guided_eps", None, "Guided-filter regularisation (default: the model's own).")
+    flags.DEFINE_enum(
+        "stack_scoring", None, list(STACK_SCORINGS),
+        "Joint stacks: every frame against every other (all_pairs) or each against the sharpest "
+        "so far (knockout, 2(N-1) comparisons) (default: the model's own).",
+    )
     flags.DEFINE_bool("symmetric", False, "Average s(A,B) and 1-s(B,A) (exactly antisymmetric, 2x work).")
     flags.DEFINE_bool("dense", False, "Stride-1 ('a trous') score map instead of the strided one.")
     flags.DEFINE_enum(
@@ -142,6 +148,7 @@ def fusion_option_kwargs(flag_values) -> dict:
         "refine": flag_values.refine,
         "guided_radius": flag_values.guided_radius,
         "guided_eps": flag_values.guided_eps,
+        "stack_scoring": flag_values.stack_scoring,
         "inference_dtype": flag_values.inference_dtype,
         "jit_compile": flag_values.jit_compile,
     }

@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "CONSISTENCY_MODES",
             "REFINE_MODES",
             "STACK_METHODS",
+            "STACK_SCORINGS",
             "INFERENCE_DTYPES",
             "QUANTIZATIONS",
             "ALIGN_MODELS",

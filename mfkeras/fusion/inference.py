@@ -92,19 +92,21 @@ def _stack_functions(network: ScoreNetwork, jit_compile: bool = False):
 
 def stack_scores(
     network: ScoreNetwork, grays: list, max_tile_side: int | None = None, jit_compile: bool = False,
-    progress=None,
+    progress=None, stack_scoring: str = "all_pairs",
 ) -> np.ndarray:
-    """Scores every image of a stack against every other in O(N) network work.
+    """Scores every image of a stack in O(N) network work (:func:`scoring.stack_scores`).
 
     The branch and the first head layer run once per image; only the cheap rest
-    of the head runs per ordered pair. Image i's score is the mean over k != i
-    of ``(s(i, k) + 1 - s(k, i)) / 2``.
+    of the head runs per compared pair. With ``all_pairs``, image i's score is the
+    mean over k != i of ``(s(i, k) + 1 - s(k, i)) / 2``; ``knockout`` compares each
+    image with the sharpest so far.
 
     Args:
         network: the score network.
         grays: N >= 2 gray (H, W) float images in [0, 1].
         max_tile_side: tile side bound in pixels; None scores whole images.
         jit_compile: XLA-compile the network.
+        stack_scoring: one of :data:`scoring.STACK_SCORINGS`.
 
     Returns:
         (N, H', W') float32 scores, one map per image.
@@ -119,4 +121,5 @@ def stack_scores(
         stack_head.bias,
         max_tile_side,
         progress,
+        stack_scoring,
     )

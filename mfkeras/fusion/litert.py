@@ -166,7 +166,9 @@ class LiteRTNetwork:
             scores[tile.score_rows, tile.score_cols] = local[tile.local_rows, tile.local_cols]
         return scores
 
-    def stack_scores(self, grays: list, max_tile_side: int | None = None, progress=None):
+    def stack_scores(
+        self, grays: list, max_tile_side: int | None = None, progress=None, stack_scoring: str = "all_pairs"
+    ):
         """Scores of every frame of a stack, as :func:`mfkeras.fusion.inference.stack_scores`."""
         project = self.runner(PROJECT_FILE)
         tail = self.runner(TAIL_FILE)
@@ -179,4 +181,5 @@ class LiteRTNetwork:
             self.bias,
             max_tile_side,
             progress,
+            stack_scoring,
         )

@@ -7,6 +7,7 @@ import dataclasses
 CONSISTENCY_MODES = ("remove_small", "largest", "none")
 REFINE_MODES = ("guided", "dilate", "none")
 STACK_METHODS = ("joint", "sequential")
+STACK_SCORINGS = ("all_pairs", "knockout")
 INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 ALIGN_MODELS = ("affine", "homography")
@@ -14,7 +15,7 @@ ALIGN_METHODS = ("ecc", "features")
 
 # The rule after a patch classifier, as the reference code has it; decision networks bring
 # their own (mfkeras.network.decision_config). FusionOptions fields left at None take these.
-PATCH_RULE = {"area_ratio": 0.01, "guided_radius": 8, "guided_eps": 0.1}
+PATCH_RULE = {"area_ratio": 0.01, "guided_radius": 8, "guided_eps": 0.1, "stack_scoring": "all_pairs"}
 
 # The options only the Keras backend runs, with the values the LiteRT backend's files have.
 KERAS_ONLY_OPTIONS = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
@@ -45,6 +46,11 @@ class FusionOptions:
         stack_method: for three or more images, ``joint`` (every image scored
             against every other in O(N) network work, one label map) or
             ``sequential`` (pairwise fusion in sequence, the seed's extension).
+        stack_scoring: how ``joint`` compares the images, one of ``STACK_SCORINGS``:
+            ``all_pairs`` (each image's mean probability against every other, N (N - 1)
+            head tails per pixel) or ``knockout`` (each image against the sharpest so
+            far, 2 (N - 1)); None: the network's own (``all_pairs`` for patch
+            classifiers, ``knockout`` for decision networks).
         max_tile_side: score in tiles of at most this many pixels a side.
         memory_budget_mb: choose the tile side so the network's activations fit
             this budget (ignored when ``max_tile_side`` is set; None never tiles).
@@ -65,6 +71,7 @@ class FusionOptions:
     dilate_radius: int = 2
     clip_weights: bool = True
     stack_method: str = "joint"
+    stack_scoring: str | None = None
     max_tile_side: int | None = None
     memory_budget_mb: float | None = 2048.0
     inference_dtype: str = "float32"
@@ -87,6 +94,10 @@ class FusionOptions:
             raise ValueError(
                 f"stack_method must be one of {STACK_METHODS}. Received: {self.stack_method!r}"
             )
+        if self.stack_scoring is not None and self.stack_scoring not in STACK_SCORINGS:
+            raise ValueError(
+                f"stack_scoring must be one of {STACK_SCORINGS}. Received: {self.stack_scoring!r}"
+            )
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive. Received: {self.memory_budget_mb}")
         radius_bad = self.guided_radius is not None and self.guided_radius < 1
@@ -102,3 +113,34 @@ class FusionOptions:
         return dataclasses.replace(
             self, **{key: value for key, value in rule.items() if getattr(self, key) is None}
         )
+
+    @classmethod
+    def from_text(cls, text: str) -> "FusionOptions":
+        """Options from ``key=value,...`` (field names, as the ``mfkeras-fuse`` flags; '' gives the defaults).
+
+        Booleans read ``true``/``false``; fields that default to None read a number or a choice.
+        """
+        defaults, changes = cls(), {}
+        for item in filter(None, text.split(",")):
+            key, separator, value = item.partition("=")
+            if not separator or key not in {field.name for field in dataclasses.fields(cls)}:
+                raise ValueError(f"Expected key=value with a FusionOptions field as key. Received: {item!r}")
+            current = getattr(defaults, key)
+            if isinstance(current, bool):
+                if value.lower() not in ("true", "false"):
+                    raise ValueError(f"{key} takes true or false. Received: {value!r}")
+                changes[key] = value.lower() == "true"
+            elif current is not None:
+                changes[key] = type(current)(value)
+            else:
+                changes[key] = _number_or_text(value)
+        return cls(**changes)
+
+
+def _number_or_text(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

@@ -109,11 +109,14 @@ def _pair_scores(network, gray_a, gray_b, options: FusionOptions, tile_side, pro
 
 def _stack_scores(network, grays, options: FusionOptions, tile_side, progress):
     if isinstance(network, LiteRTNetwork):
-        return network.stack_scores(grays, max_tile_side=tile_side, progress=progress)
+        return network.stack_scores(
+            grays, max_tile_side=tile_side, progress=progress, stack_scoring=options.stack_scoring
+        )
     from mfkeras.fusion import inference
 
     return inference.stack_scores(
-        network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile, progress=progress
+        network, grays, max_tile_side=tile_side, jit_compile=options.jit_compile, progress=progress,
+        stack_scoring=options.stack_scoring,
     )
 
 

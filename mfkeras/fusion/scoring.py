@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from mfkeras.fusion.options import STACK_SCORINGS
+
 _FLOAT_BYTES = 4
 
 
@@ -130,12 +132,20 @@ def stack_scores(
     bias: np.ndarray,
     max_tile_side: int | None = None,
     progress=None,
+    stack_scoring: str = "all_pairs",
 ) -> np.ndarray:
-    """Scores every image of a stack against every other in O(N) network work.
+    """Scores every image of a stack in O(N) network work.
 
     The branch and the first head layer (``project``) run once per image; only the
-    cheap rest of the head (``tail``) runs per ordered pair. Image i's score is the
-    mean over k != i of ``(s(i, k) + 1 - s(k, i)) / 2``.
+    cheap rest of the head (``tail``) runs per compared pair, with the symmetric
+    probability ``p(i, k) = (s(i, k) + 1 - s(k, i)) / 2`` that i is the sharper.
+
+    * ``all_pairs``: image i's score is the mean of ``p(i, k)`` over k != i
+      (N (N - 1) tails per pixel);
+    * ``knockout``: at each pixel the images challenge the sharpest so far in order
+      (image k takes over where ``p(k, winner) > 1/2``), 2 (N - 1) tails per pixel.
+      The winner's score is the smallest ``p`` of its comparisons, the other images
+      share the rest equally, so the argmax is the winner.
 
     Args:
         network: the network's geometry (a ScoreNetwork or the LiteRT network).
@@ -146,10 +156,13 @@ def stack_scores(
         bias: (U,) bias of the first head layer.
         max_tile_side: tile side bound in pixels; None scores whole images.
         progress: ``progress(iterable, description)`` wraps the loop over tiles (a progress bar).
+        stack_scoring: one of :data:`STACK_SCORINGS`.
 
     Returns:
         (N, H', W') float32 scores, one map per image.
     """
+    if stack_scoring not in STACK_SCORINGS:
+        raise ValueError(f"stack_scoring must be one of {STACK_SCORINGS}. Received: {stack_scoring!r}")
     progress = progress or no_progress
     count = len(grays)
     height, width = grays[0].shape
@@ -158,27 +171,66 @@ def stack_scores(
     pairs_per_call = int(np.clip(bytes_per_pixel(network, FRAMES_PER_CALL) / pair_bytes_per_pixel, 1, 16))
     scores = np.zeros((count, *network.output_shape_for(height, width)), np.float32)
     for tile in progress(plan_tiles(network, height, width, max_tile_side), "tiles"):
-        frames = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
-        rows, cols = tile.local_rows, tile.local_cols
-        kept_shape = (count, rows.stop - rows.start, cols.stop - cols.start, units)
-        u, v = np.empty(kept_shape, np.float32), np.empty(kept_shape, np.float32)
-        for start in range(0, count, FRAMES_PER_CALL):
-            # The tail runs per pixel, so only where this tile's scores are kept.
-            kept = project(frames[start : start + FRAMES_PER_CALL])[:, rows, cols]
-            np.add(kept[..., :units], bias, out=u[start : start + FRAMES_PER_CALL])
-            v[start : start + FRAMES_PER_CALL] = kept[..., units:]
-        local = np.zeros(kept_shape[:3], np.float32)
-        buffer = np.empty((min(pairs_per_call, count), *kept_shape[1:]), np.float32)
-        for i in range(count):
-            # Against every frame, itself included: its own pair adds s / 2 + (1 - s) / 2 = 1 / 2
-            # (taken off below) and lets each call read a slice of v rather than a copy.
-            for start in range(0, count, pairs_per_call):
-                stop = min(count, start + pairs_per_call)
-                pre_activation = np.add(u[i], v[start:stop], out=buffer[: stop - start])
-                pair_scores = tail(pre_activation)[..., 0]
-                local[i] += 0.5 * pair_scores.sum(axis=0)
-                local[start:stop] += 0.5 * (1.0 - pair_scores)
-        local -= 0.5
-        local /= count - 1
+        u, v = _projections(grays, tile, project, units, bias)
+        if stack_scoring == "knockout":
+            local = _knockout_scores(u, v, tail)
+        else:
+            local = _all_pairs_scores(u, v, tail, pairs_per_call)
         scores[:, tile.score_rows, tile.score_cols] = local
     return scores
+
+
+def _projections(grays, tile, project, units, bias) -> tuple:
+    """Per image, the first head layer's two halves (with its bias on the first), where kept."""
+    count = len(grays)
+    frames = np.stack([g[tile.image_rows, tile.image_cols] for g in grays]).astype(np.float32)[..., None]
+    rows, cols = tile.local_rows, tile.local_cols
+    kept_shape = (count, rows.stop - rows.start, cols.stop - cols.start, units)
+    u, v = np.empty(kept_shape, np.float32), np.empty(kept_shape, np.float32)
+    for start in range(0, count, FRAMES_PER_CALL):
+        # The tail runs per pixel, so only where this tile's scores are kept.
+        kept = project(frames[start : start + FRAMES_PER_CALL])[:, rows, cols]
+        np.add(kept[..., :units], bias, out=u[start : start + FRAMES_PER_CALL])
+        v[start : start + FRAMES_PER_CALL] = kept[..., units:]
+    return u, v
+
+
+def _all_pairs_scores(u, v, tail, pairs_per_call: int) -> np.ndarray:
+    """(N, h, w): each image's mean symmetric probability against every other."""
+    count = len(u)
+    local = np.zeros(u.shape[:3], np.float32)
+    buffer = np.empty((min(pairs_per_call, count), *u.shape[1:]), np.float32)
+    for i in range(count):
+        # Against every frame, itself included: its own pair adds s / 2 + (1 - s) / 2 = 1 / 2
+        # (taken off below) and lets each call read a slice of v rather than a copy.
+        for start in range(0, count, pairs_per_call):
+            stop = min(count, start + pairs_per_call)
+            pre_activation = np.add(u[i], v[start:stop], out=buffer[: stop - start])
+            pair_scores = tail(pre_activation)[..., 0]
+            local[i] += 0.5 * pair_scores.sum(axis=0)
+            local[start:stop] += 0.5 * (1.0 - pair_scores)
+    local -= 0.5
+    local /= count - 1
+    return local
+
+
+def _knockout_scores(u, v, tail) -> np.ndarray:
+    """(N, h, w): the knockout rule of :func:`stack_scores` on one tile's projections."""
+    count = len(u)
+    winner = np.zeros(u.shape[:3][1:], np.int64)
+    winner_u, winner_v = u[0].copy(), v[0].copy()
+    confidence = np.ones(winner.shape, np.float32)
+    pre_activation = np.empty((2, *u.shape[1:]), np.float32)
+    for k in range(1, count):
+        np.add(u[k], winner_v, out=pre_activation[0])
+        np.add(winner_u, v[k], out=pre_activation[1])
+        pair_scores = tail(pre_activation)[..., 0]
+        challenger = 0.5 * (pair_scores[0] + 1.0 - pair_scores[1])
+        takes_over = challenger > 0.5
+        winner[takes_over] = k
+        np.copyto(winner_u, u[k], where=takes_over[..., None])
+        np.copyto(winner_v, v[k], where=takes_over[..., None])
+        confidence = np.where(takes_over, challenger, np.minimum(confidence, 1.0 - challenger))
+    local = np.broadcast_to((1.0 - confidence) / (count - 1), u.shape[:3]).copy()
+    np.put_along_axis(local, winner[None], confidence[None], axis=0)
+    return local

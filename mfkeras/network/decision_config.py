@@ -74,8 +74,9 @@ class DecisionConfig(JsonConfig):
 
 # The fusion rule after a per-pixel decision, chosen on the development split (README,
 # "Quality against ground truth"): a narrow guided filter that keeps boundaries where the
-# network put them, and a smaller small-region threshold.
-DECISION_RULE = {"area_ratio": 0.003, "guided_radius": 1, "guided_eps": 1e-3}
+# network put them, and a smaller small-region threshold. Stacks: the knockout comparison,
+# within 0.01 dB of all pairs on the split's stacks at a fraction of the head work.
+DECISION_RULE = {"area_ratio": 0.003, "guided_radius": 1, "guided_eps": 1e-3, "stack_scoring": "knockout"}
 
 
 @dataclasses.dataclass(frozen=True)

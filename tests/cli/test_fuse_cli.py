@@ -238,7 +238,11 @@ def test_mixed_precision_and_xla_flags_keep_the_result(tmp_path):
 
 
 def test_bad_flag_values_exit_2_without_traceback(workspace):
-    for flag, message in [("--inference_dtype=int8", "inference_dtype"), ("--no_such_flag", "no_such_flag")]:
+    for flag, message in [
+        ("--inference_dtype=int8", "inference_dtype"),
+        ("--stack_scoring=round_robin", "stack_scoring"),
+        ("--no_such_flag", "no_such_flag"),
+    ]:
         proc = _run(f"--inputs={workspace / 'a.png'},{workspace / 'b.png'}", f"--output={workspace / 'y.png'}", flag)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and message in proc.stderr.splitlines()[0]

@@ -7,7 +7,7 @@ import pytest
 
 from mfkeras.fusion import FusionOptions, inference, pipeline
 from mfkeras.io import images
-from mfkeras.io.color import to_gray, to_unit_range
+from mfkeras.io.color import to_gray, to_unit_gray, to_unit_range
 from mfkeras.network import zoo
 from mfkeras.network.convert import as_score_network
 from mfkeras.network.decision_model import DecisionNetwork
@@ -93,3 +93,16 @@ def test_litert_bundle_tiled_equals_untiled_and_matches_keras(default_model, dem
     np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=150), untiled, atol=1e-5)
     keras_scores = inference.score_map(as_score_network(default_model), a, b)
     np.testing.assert_allclose(untiled, keras_scores, atol=1e-4)
+
+
+def test_stacks_use_the_knockout_rule_unless_told_otherwise(default_model, demo_sources):
+    network = as_score_network(default_model)
+    first, second = (s[:160, :200] for s in demo_sources)
+    frames = [first, second, ((first.astype(int) + second) // 2).astype(np.uint8)]
+    grays = [to_unit_gray(f) for f in frames]
+    for scoring, options in [("knockout", FusionOptions()), ("all_pairs", FusionOptions(stack_scoring="all_pairs"))]:
+        expected = inference.stack_scores(network, grays, stack_scoring=scoring)
+        got = pipeline.fuse(frames, default_model, options).score_map
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    knockout = inference.stack_scores(network, grays, stack_scoring="knockout")
+    assert not np.allclose(knockout, inference.stack_scores(network, grays, stack_scoring="all_pairs"), atol=1e-3)

@@ -132,3 +132,69 @@ def test_per_pixel_tiles_share_one_shape_and_keep_their_halo(halo, length, max_s
     assert side <= max(max_side, 2 * halo + 1) or len(tiles) == 1
     if length > max_side:
         assert len(tiles) >= 2
+
+
+def _pair_probabilities(network, grays):
+    """(N, N, H', W'): p(i, k) that image i is the sharper, from explicit symmetric pair scoring."""
+    count = len(grays)
+    probabilities = np.full((count, count, *network.output_shape_for(*grays[0].shape)), 0.5)
+    for i in range(count):
+        for k in range(count):
+            if i != k:
+                probabilities[i, k] = inference.score_map(network, grays[i], grays[k], symmetric=True)
+    return probabilities
+
+
+def _knockout_pixel_by_pixel(probabilities):
+    """The knockout rule written out per pixel: each image challenges the sharpest so far."""
+    count, _, height, width = probabilities.shape
+    scores = np.zeros((count, height, width))
+    for row in range(height):
+        for col in range(width):
+            winner, confidence = 0, 1.0
+            for k in range(1, count):
+                p = probabilities[k, winner, row, col]
+                if p > 0.5:
+                    winner, confidence = k, p
+                else:
+                    confidence = min(confidence, 1.0 - p)
+            scores[:, row, col] = (1.0 - confidence) / (count - 1)
+            scores[winner, row, col] = confidence
+    return scores
+
+
+def _clear_pixels(probabilities, margin=1e-4):
+    """Pixels where no pair is within ``margin`` of a tie (float noise cannot flip a comparison)."""
+    count = len(probabilities)
+    return (np.abs(probabilities - 0.5) > margin).sum(axis=(0, 1)) == count * (count - 1)
+
+
+def test_knockout_matches_the_rule_applied_pixel_by_pixel_tiled_or_not():
+    model = randomize_weights(build_patch_model("liu2017_single_fc"), seed=9, scale=0.05)
+    network = to_fully_convolutional(model)
+    rng = np.random.default_rng(10)
+    grays = [rng.random((70, 90), dtype=np.float32) for _ in range(5)]
+    probabilities = _pair_probabilities(network, grays)
+    clear = _clear_pixels(probabilities)
+    assert clear.mean() >= 0.8, clear.mean()
+    expected = _knockout_pixel_by_pixel(probabilities)
+    for tile_side in (None, 40):
+        got = inference.stack_scores(network, grays, max_tile_side=tile_side, stack_scoring="knockout")
+        np.testing.assert_allclose(got[:, clear], expected[:, clear], atol=1e-5)
+        np.testing.assert_allclose(got.sum(axis=0), 1.0, atol=1e-5)
+        # The winner holds the largest score, so the decision is the knockout's winner.
+        np.testing.assert_array_equal(got.argmax(axis=0)[clear], expected.argmax(axis=0)[clear])
+
+
+def test_knockout_of_two_images_is_all_pairs():
+    model = randomize_weights(build_patch_model("li2018"), seed=11, scale=0.05)
+    network = to_fully_convolutional(model)
+    grays = list(_pair((72, 80), seed=12))
+    knockout = inference.stack_scores(network, grays, stack_scoring="knockout")
+    np.testing.assert_allclose(knockout, inference.stack_scores(network, grays), atol=1e-6)
+
+
+def test_unknown_stack_scoring_is_refused_by_name():
+    network = to_fully_convolutional(randomize_weights(build_patch_model("li2018"), seed=1, scale=0.05))
+    with pytest.raises(ValueError, match="stack_scoring must be one of"):
+        inference.stack_scores(network, list(_pair((40, 40), seed=1)), stack_scoring="round_robin")

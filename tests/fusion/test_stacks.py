@@ -108,3 +108,19 @@ def test_fusion_properties(tiny_model, frames, refine):
     assert (result.fused <= stack.max(axis=0) + slack).all()
     same = fusion.fuse([frames[0]] * len(frames), tiny_model, fusion.FusionOptions(refine=refine))
     np.testing.assert_array_equal(same.fused, frames[0])
+
+
+def test_patch_classifiers_keep_the_all_pairs_rule(tiny_model):
+    from mfkeras.fusion import inference
+    from mfkeras.io.color import to_unit_gray
+
+    rng = np.random.default_rng(22)
+    frames = [(rng.random((40, 48)) * 255).astype(np.uint8) for _ in range(3)]
+    network = fusion.pipeline.as_score_network(tiny_model)
+    grays = [to_unit_gray(f) for f in frames]
+    for scoring, options in [
+        ("all_pairs", fusion.FusionOptions()),
+        ("knockout", fusion.FusionOptions(stack_scoring="knockout")),
+    ]:
+        expected = inference.stack_scores(network, grays, stack_scoring=scoring)
+        np.testing.assert_allclose(fusion.fuse(frames, tiny_model, options).score_map, expected, atol=1e-6)
