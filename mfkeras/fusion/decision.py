@@ -178,8 +178,6 @@ def verify_label_consistency(labels: np.ndarray, count: int, options: FusionOpti
     Returns:
         The cleaned (H, W) int32 label map.
     """
-    import scipy.ndimage
-
     options = options.with_rule(PATCH_RULE)  # fields left unset: the reference code's rule
     if options.consistency == "none":
         return labels.astype(np.int32)
@@ -192,8 +190,21 @@ def verify_label_consistency(labels: np.ndarray, count: int, options: FusionOpti
             small |= mask & ~_drop_small_components(mask, math.ceil(options.area_ratio * labels.size))
     if small.all() or not small.any():
         return labels.astype(np.int32)
-    _, (rows, cols) = scipy.ndimage.distance_transform_edt(small, return_indices=True)
-    return labels[rows, cols].astype(np.int32)
+    return _nearest_kept_labels(labels, small)
+
+
+def _nearest_kept_labels(labels: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """``labels`` with each ``small`` pixel given the label of the nearest other pixel (int32).
+
+    OpenCV's labelled distance transform (5x5 Euclidean mask) numbers every kept pixel and
+    gives each small pixel the number of its nearest one.
+    """
+    _, nearest = cv2.distanceTransformWithLabels(
+        small.astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    label_of = np.zeros(int(nearest.max()) + 1, np.int32)
+    label_of[nearest[~small]] = labels[~small]
+    return label_of[nearest]
 
 
 def verify_consistency(initial: np.ndarray, options: FusionOptions) -> np.ndarray:

@@ -201,12 +201,18 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return _apply_exif_orientation(image, data)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _apply_exif_orientation(image: np.ndarray, data: np.ndarray) -> np.ndarray:
     # IMREAD_UNCHANGED ignores EXIF; read the orientation tag alone and apply it.
+    encoded = data.tobytes()
+    if encoded.startswith(_PNG_SIGNATURE) and b"eXIf" not in encoded:
+        return image  # no EXIF chunk (Pillow would decode every pixel to look for one)
     try:
         import PIL.Image
 
-        with PIL.Image.open(io.BytesIO(data.tobytes())) as pil_image:
+        with PIL.Image.open(io.BytesIO(encoded)) as pil_image:
             orientation = pil_image.getexif().get(0x0112, 1)
     except Exception:  # Not readable by PIL or no EXIF: nothing to apply.
         return image

@@ -124,3 +124,22 @@ def test_patch_classifiers_keep_the_all_pairs_rule(tiny_model):
     ]:
         expected = inference.stack_scores(network, grays, stack_scoring=scoring)
         np.testing.assert_allclose(fusion.fuse(frames, tiny_model, options).score_map, expected, atol=1e-6)
+
+
+def test_small_regions_take_a_nearest_kept_label():
+    import scipy.ndimage
+
+    from mfkeras.fusion.decision import _nearest_kept_labels
+
+    rng = np.random.default_rng(23)
+    labels = cv2.resize(rng.integers(0, 5, (12, 12)).astype(np.int32), (240, 240), interpolation=cv2.INTER_NEAREST)
+    small = cv2.resize((rng.random((24, 24)) < 0.15).astype(np.uint8), (240, 240), interpolation=cv2.INTER_NEAREST)
+    small = small.astype(bool)
+    got = _nearest_kept_labels(labels, small)
+    np.testing.assert_array_equal(got[~small], labels[~small])
+    nearest_any = scipy.ndimage.distance_transform_edt(small)
+    to_label = np.stack([scipy.ndimage.distance_transform_edt(small | (labels != k)) for k in range(5)])
+    chosen = np.take_along_axis(to_label, got[None].astype(np.int64), axis=0)[0]
+    # The chosen label is within the 5x5 mask's approximation of the exact nearest distance.
+    assert (chosen[small] <= 1.02 * nearest_any[small] + 1e-9).mean() >= 0.995
+    assert (chosen[small] <= 1.1 * nearest_any[small] + 1.0).all()

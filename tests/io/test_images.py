@@ -40,19 +40,23 @@ def test_alpha_is_dropped_with_a_warning(tmp_path):
     assert image.shape == (20, 20, 3)
 
 
-def test_exif_orientation_is_applied(tmp_path):
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_exif_orientation_is_applied(tmp_path, suffix):
     import PIL.Image
 
     array = np.zeros((20, 30, 3), np.uint8)
     array[:5, :5] = 255  # white top-left corner
     exif = PIL.Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    path = tmp_path / "rot.jpg"
+    path = tmp_path / f"rot.{suffix}"
     PIL.Image.fromarray(array).save(path, exif=exif, quality=100)
     image = images.read_image(str(path))
     assert image.shape == (30, 20, 3)
     # The white corner is now at the top right.
     assert image[:4, -4:].mean() > 200 and image[:4, :4].mean() < 50
+    plain = tmp_path / f"plain.{suffix}"
+    PIL.Image.fromarray(array).save(plain, quality=100)
+    assert images.read_image(str(plain)).shape == (20, 30, 3)
 
 
 @pytest.mark.parametrize(
