@@ -217,7 +217,7 @@ def _all_pairs_scores(u, v, tail, pairs_per_call: int) -> np.ndarray:
 def _knockout_scores(u, v, tail) -> np.ndarray:
     """(N, h, w): the knockout rule of :func:`stack_scores` on one tile's projections."""
     count = len(u)
-    winner = np.zeros(u.shape[:3][1:], np.int64)
+    winner = np.zeros(u.shape[1:3], np.int64)
     winner_u, winner_v = u[0].copy(), v[0].copy()
     confidence = np.ones(winner.shape, np.float32)
     pre_activation = np.empty((2, *u.shape[1:]), np.float32)

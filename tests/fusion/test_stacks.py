@@ -124,6 +124,8 @@ def test_patch_classifiers_keep_the_all_pairs_rule(tiny_model):
     ]:
         expected = inference.stack_scores(network, grays, stack_scoring=scoring)
         np.testing.assert_allclose(fusion.fuse(frames, tiny_model, options).score_map, expected, atol=1e-6)
+    knockout = inference.stack_scores(network, grays, stack_scoring="knockout")
+    assert not np.allclose(knockout, inference.stack_scores(network, grays), atol=1e-3)
 
 
 def test_small_regions_take_a_nearest_kept_label():
