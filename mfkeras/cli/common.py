@@ -123,6 +123,11 @@ def define_fusion_flags(flags) -> None:
     )
     flags.DEFINE_integer("guided_radius", None, "Guided-filter radius (default: the model's own).")
     flags.DEFINE_float("guided_eps", None, "Guided-filter regularisation (default: the model's own).")
+    flags.DEFINE_integer(
+        "soft_band", None,
+        "Pairs: use the network's probability within this many pixels of the decision boundary; "
+        "0: binary decision everywhere (default: the model's own).",
+    )
     flags.DEFINE_enum(
         "stack_scoring", None, list(STACK_SCORINGS),
         "Joint stacks: every frame against every other (all_pairs) or each against the sharpest "
@@ -148,6 +153,7 @@ def fusion_option_kwargs(flag_values) -> dict:
         "refine": flag_values.refine,
         "guided_radius": flag_values.guided_radius,
         "guided_eps": flag_values.guided_eps,
+        "soft_band": flag_values.soft_band,
         "stack_scoring": flag_values.stack_scoring,
         "inference_dtype": flag_values.inference_dtype,
         "jit_compile": flag_values.jit_compile,

@@ -302,6 +302,15 @@ def dilate(mask: tf.Tensor, radius: int) -> tf.Tensor:
     return tf.cast(result, tf.bool)
 
 
+def decision_boundary_band(decision: tf.Tensor, band: int) -> tf.Tensor:
+    """Pixels whose (2 band + 1)^2 window holds both classes (the window clipped at the edges)."""
+    mask = tf.cast(decision, tf.float32)[None, ..., None]
+    side = 2 * band + 1
+    grown = tf.nn.max_pool2d(mask, side, 1, "SAME")
+    shrunk = -tf.nn.max_pool2d(-mask, side, 1, "SAME")
+    return (grown != shrunk)[0, ..., 0]
+
+
 def blend(first: tf.Tensor, second: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """``weights * first + (1 - weights) * second`` of uint8 [H, W, C] images, rounded half away from zero.
 
@@ -413,6 +422,9 @@ class FusionModule(tf.Module):
             weights = tf.cast(dilate(decision, options.dilate_radius), tf.float64)
         if options.clip_weights:
             weights = tf.clip_by_value(weights, 0.0, 1.0)
+        if options.soft_band:
+            band = decision_boundary_band(decision, options.soft_band)
+            weights = tf.where(band, tf.cast(focus, tf.float64), weights)
         return {
             "fused": blend(image_a, image_b, weights),
             "focus_map": tf.cast(focus, tf.float32),

@@ -35,6 +35,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "verify_label_consistency",
             "refine_decision",
             "refine_weights",
+            "decision_boundary_band",
+            "soften_boundary",
             "first_argmax",
         ],
         "blending": ["blend", "blend_stack"],

@@ -236,3 +236,20 @@ def refine_weights(weights: np.ndarray, guide: np.ndarray, options: FusionOption
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
         return cv2.dilate(weights, kernel)
     return weights
+
+
+def decision_boundary_band(decision: np.ndarray, band: int) -> np.ndarray:
+    """Pixels whose (2 band + 1)^2 window holds both classes of a binary decision map."""
+    side = 2 * band + 1
+    kernel = np.ones((side, side), np.uint8)
+    mask = np.ascontiguousarray(decision, np.uint8)
+    return cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
+
+
+def soften_boundary(weights: np.ndarray, decision: np.ndarray, focus: np.ndarray, options: FusionOptions) -> np.ndarray:
+    """The weights with the focus map in place of them within ``options.soft_band`` pixels of
+    the decision's boundary (unset: the reference rule, which keeps the weights)."""
+    band = options.with_rule(PATCH_RULE).soft_band
+    if band == 0:
+        return weights
+    return np.where(decision_boundary_band(decision, band), focus.astype(weights.dtype), weights)

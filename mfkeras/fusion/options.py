@@ -15,7 +15,9 @@ ALIGN_METHODS = ("ecc", "features")
 
 # The rule after a patch classifier, as the reference code has it; decision networks bring
 # their own (mfkeras.network.decision_config). FusionOptions fields left at None take these.
-PATCH_RULE = {"area_ratio": 0.01, "guided_radius": 8, "guided_eps": 0.1, "stack_scoring": "all_pairs"}
+PATCH_RULE = {
+    "area_ratio": 0.01, "guided_radius": 8, "guided_eps": 0.1, "stack_scoring": "all_pairs", "soft_band": 0,
+}
 
 # The options only the Keras backend runs, with the values the LiteRT backend's files have.
 KERAS_ONLY_OPTIONS = {"dense": False, "inference_dtype": "float32", "jit_compile": False}
@@ -41,6 +43,10 @@ class FusionOptions:
         guided_eps: guided filter regularisation; None: the network's own (0.1 for patch
             classifiers).
         dilate_radius: radius of the elliptical structuring element for ``dilate``.
+        soft_band: pairs: within this many pixels of the decision's boundary (where the
+            (2 soft_band + 1)^2 window holds both classes) the weights are the network's
+            own probability instead of the refined binary decision; 0 keeps the binary
+            decision everywhere; None: the network's own (0 for patch classifiers).
         clip_weights: clip the refined weights to [0, 1] so every fused pixel
             lies between the sources (the reference code does not clip).
         stack_method: for three or more images, ``joint`` (every image scored
@@ -69,6 +75,7 @@ class FusionOptions:
     guided_radius: int | None = None
     guided_eps: float | None = None
     dilate_radius: int = 2
+    soft_band: int | None = None
     clip_weights: bool = True
     stack_method: str = "joint"
     stack_scoring: str | None = None
@@ -100,6 +107,8 @@ class FusionOptions:
             )
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive. Received: {self.memory_budget_mb}")
+        if self.soft_band is not None and self.soft_band < 0:
+            raise ValueError(f"soft_band must be >= 0. Received: {self.soft_band}")
         radius_bad = self.guided_radius is not None and self.guided_radius < 1
         eps_bad = self.guided_eps is not None and self.guided_eps <= 0
         if radius_bad or eps_bad or self.dilate_radius < 0:

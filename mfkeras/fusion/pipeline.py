@@ -14,6 +14,7 @@ from mfkeras.fusion.decision import (
     focus_map,
     refine_decision,
     refine_weights,
+    soften_boundary,
     verify_consistency,
     verify_label_consistency,
 )
@@ -171,6 +172,7 @@ def fuse_scored_pair(
         final = refine_decision(decision, gray_a, gray_b, options)
         if options.clip_weights:
             np.clip(final, 0.0, 1.0, out=final)
+        final = soften_boundary(final, decision, focus, options)
     with times.stage("blend"):
         fused = blend(first, second, final)
     source_index = np.where(decision, 0, 1).astype(np.int32)

@@ -40,12 +40,13 @@ def test_fusion_flags_reach_the_fusion_options():
     })
     cli.define_fusion_flags(module)
     values(["prog", "--inference_dtype=bfloat16", "--jit_compile", "--symmetric", "--refine=dilate",
-            "--consistency=largest", "--area_ratio=0.02", "--dense"])
+            "--consistency=largest", "--area_ratio=0.02", "--dense", "--soft_band=3"])
     options = fusion.FusionOptions(**cli.fusion_option_kwargs(values))
     assert (options.inference_dtype, options.jit_compile, options.symmetric, options.dense) == (
         "bfloat16", True, True, True
     )
     assert (options.refine, options.consistency, options.area_ratio) == ("dilate", "largest", 0.02)
+    assert options.soft_band == 3
 
 
 def test_the_scripts_dtype_list_is_the_librarys():

@@ -156,8 +156,9 @@ def test_dilate_blend_and_gray_match_fusion():
         fusion.FusionOptions(consistency="none", refine="none", symmetric=True),
         fusion.FusionOptions(dense=True, area_ratio=0.05),
         fusion.FusionOptions(clip_weights=False),
+        fusion.FusionOptions(soft_band=3),
     ],
-    ids=["default", "largest-dilate", "none-symmetric", "dense", "unclipped"],
+    ids=["default", "largest-dilate", "none-symmetric", "dense", "unclipped", "soft-band"],
 )
 @pytest.mark.parametrize("channels", [3, 1])
 def test_module_fuse_matches_python_fuse(tiny_model, options, channels):
@@ -182,7 +183,7 @@ def test_module_fuse_matches_python_fuse_for_the_default_decision_network(option
     model = zoo.load_patch_model()
     expected = fusion.fuse([a, b], model, options)
     module = export.FusionModule(model, options)
-    assert (module.options.guided_radius, module.options.area_ratio) == (1, 0.003)
+    assert (module.options.guided_radius, module.options.area_ratio, module.options.soft_band) == (1, 0.003, 2)
     got = {k: v.numpy() for k, v in module.fuse(a, b).items()}
     # One score per pixel from raw grey differences: oneDNN's float32 sums differ by ~1e-5.
     np.testing.assert_allclose(got["focus_map"], expected.focus_map, atol=5e-5)
