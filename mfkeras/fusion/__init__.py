@@ -37,6 +37,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "refine_weights",
             "decision_boundary_band",
             "soften_boundary",
+            "soften_stack_boundary",
             "first_argmax",
         ],
         "blending": ["blend", "blend_stack"],

@@ -239,11 +239,12 @@ def refine_weights(weights: np.ndarray, guide: np.ndarray, options: FusionOption
 
 
 def decision_boundary_band(decision: np.ndarray, band: int) -> np.ndarray:
-    """Pixels whose (2 band + 1)^2 window holds both classes of a binary decision map."""
+    """Pixels whose (2 band + 1)^2 window (clipped at the edges) holds more than one value
+    of a binary decision or label map."""
     side = 2 * band + 1
     kernel = np.ones((side, side), np.uint8)
-    mask = np.ascontiguousarray(decision, np.uint8)
-    return cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
+    values = np.ascontiguousarray(decision, np.float32)
+    return cv2.dilate(values, kernel) != cv2.erode(values, kernel)
 
 
 def soften_boundary(weights: np.ndarray, decision: np.ndarray, focus: np.ndarray, options: FusionOptions) -> np.ndarray:
@@ -253,3 +254,16 @@ def soften_boundary(weights: np.ndarray, decision: np.ndarray, focus: np.ndarray
     if band == 0:
         return weights
     return np.where(decision_boundary_band(decision, band), focus.astype(weights.dtype), weights)
+
+
+def soften_stack_boundary(
+    weights: np.ndarray, labels: np.ndarray, initial: np.ndarray, focus: np.ndarray, options: FusionOptions
+) -> np.ndarray:
+    """A stack's (N, H, W) weights with its (N, H, W) focus maps in their place within
+    ``options.soft_band`` pixels of a label boundary, where the consistency check kept the
+    network's label (``labels == initial``); the focus maps must sum to 1 at each pixel."""
+    band = options.with_rule(PATCH_RULE).soft_band
+    if band == 0:
+        return weights
+    soft = decision_boundary_band(labels, band) & (labels == initial)
+    return np.where(soft[None], focus.astype(weights.dtype), weights)

@@ -43,12 +43,13 @@ class FusionOptions:
         guided_eps: guided filter regularisation; None: the network's own (0.1 for patch
             classifiers).
         dilate_radius: radius of the elliptical structuring element for ``dilate``.
-        soft_band: pairs: within this many pixels of the decision's boundary (where the
-            (2 soft_band + 1)^2 window holds both classes) the weights are the network's
-            own probability instead of the refined binary decision; 0 keeps the binary
-            decision everywhere; None: the network's own (0 for patch classifiers).
-        clip_weights: clip the refined weights to [0, 1] so every fused pixel
-            lies between the sources (the reference code does not clip).
+        soft_band: within this many pixels of the decision's boundary (where the
+            (2 soft_band + 1)^2 window holds more than one label) the weights are the
+            network's own probabilities instead of the refined binary decision: a pair's
+            focus map, or on joint knockout stacks the winner's and runner-up's
+            probabilities of their closest contest where consistency kept the label;
+            0 keeps the binary decision everywhere; None: the network's own (0 for patch
+            classifiers).
         stack_method: for three or more images, ``joint`` (every image scored
             against every other in O(N) network work, one label map) or
             ``sequential`` (pairwise fusion in sequence, the seed's extension).

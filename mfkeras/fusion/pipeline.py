@@ -15,6 +15,7 @@ from mfkeras.fusion.decision import (
     refine_decision,
     refine_weights,
     soften_boundary,
+    soften_stack_boundary,
     verify_consistency,
     verify_label_consistency,
 )
@@ -190,6 +191,9 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side, times, progr
         labels = verify_label_consistency(initial, len(images), options)
     with times.stage("refine"):
         weights = _stack_weights(labels, grays, options)
+        if options.stack_scoring == "knockout":
+            # Its scores are the closest contest's two probabilities, so they sum to 1.
+            weights = soften_stack_boundary(weights, labels, initial, focus, options)
     with times.stage("blend"):
         fused = blend_stack(images, weights[1:])
     return FusionResult(fused, scores, focus, initial, labels, weights, labels)

@@ -144,8 +144,9 @@ def stack_scores(
       (N (N - 1) tails per pixel);
     * ``knockout``: at each pixel the images challenge the sharpest so far in order
       (image k takes over where ``p(k, winner) > 1/2``), 2 (N - 1) tails per pixel.
-      The winner's score is the smallest ``p`` of its comparisons, the other images
-      share the rest equally, so the argmax is the winner.
+      The winner's score is the smallest ``p`` of its comparisons and the image of that
+      comparison (the runner-up) holds the rest, so the argmax is the winner and the
+      scores are the two-image probabilities of the closest contest.
 
     Args:
         network: the network's geometry (a ScoreNetwork or the LiteRT network).
@@ -218,6 +219,7 @@ def _knockout_scores(u, v, tail) -> np.ndarray:
     """(N, h, w): the knockout rule of :func:`stack_scores` on one tile's projections."""
     count = len(u)
     winner = np.zeros(u.shape[1:3], np.int64)
+    runner_up = np.ones(u.shape[1:3], np.int64)  # the comparison the winner won by least
     winner_u, winner_v = u[0].copy(), v[0].copy()
     confidence = np.ones(winner.shape, np.float32)
     pre_activation = np.empty((2, *u.shape[1:]), np.float32)
@@ -227,10 +229,13 @@ def _knockout_scores(u, v, tail) -> np.ndarray:
         pair_scores = tail(pre_activation)[..., 0]
         challenger = 0.5 * (pair_scores[0] + 1.0 - pair_scores[1])
         takes_over = challenger > 0.5
+        closer = ~takes_over & (1.0 - challenger < confidence)
+        runner_up = np.where(takes_over, winner, np.where(closer, k, runner_up))
         winner[takes_over] = k
         np.copyto(winner_u, u[k], where=takes_over[..., None])
         np.copyto(winner_v, v[k], where=takes_over[..., None])
         confidence = np.where(takes_over, challenger, np.minimum(confidence, 1.0 - challenger))
-    local = np.broadcast_to((1.0 - confidence) / (count - 1), u.shape[:3]).copy()
+    local = np.zeros(u.shape[:3], np.float32)
+    np.put_along_axis(local, runner_up[None], (1.0 - confidence)[None], axis=0)
     np.put_along_axis(local, winner[None], confidence[None], axis=0)
     return local

@@ -106,3 +106,22 @@ def test_stacks_use_the_knockout_rule_unless_told_otherwise(default_model, demo_
         np.testing.assert_allclose(got, expected, atol=1e-5)
     knockout = inference.stack_scores(network, grays, stack_scoring="knockout")
     assert not np.allclose(knockout, inference.stack_scores(network, grays, stack_scoring="all_pairs"), atol=1e-3)
+
+
+def test_stack_soft_band_blends_the_closest_contest_near_label_boundaries(default_model, demo_sources):
+    first, second = (s[:160, :200] for s in demo_sources)
+    frames = [first, second, ((first.astype(int) + second) // 2).astype(np.uint8)]
+    hard = pipeline.fuse(frames, default_model, FusionOptions(soft_band=0))
+    soft = pipeline.fuse(frames, default_model)  # the model's own rule: soft_band 2
+    np.testing.assert_array_equal(soft.decision, hard.decision)
+    # Knockout scores: the winner and the runner-up of its closest contest, summing to 1.
+    assert ((hard.focus_map > 0).sum(axis=0) <= 2).all()
+    np.testing.assert_allclose(hard.focus_map.sum(axis=0), 1.0, atol=1e-5)
+    labels = hard.decision
+    window = np.lib.stride_tricks.sliding_window_view(np.pad(labels, 2, mode="edge"), (5, 5))
+    band = (window.min(axis=(2, 3)) != window.max(axis=(2, 3))) & (labels == hard.initial_decision)
+    assert 0.01 < band.mean() < 0.9
+    np.testing.assert_allclose(soft.final_decision[:, band], hard.focus_map[:, band], atol=1e-6)
+    np.testing.assert_array_equal(soft.final_decision[:, ~band], hard.final_decision[:, ~band])
+    stack = np.stack(frames)
+    assert ((soft.fused >= stack.min(axis=0)) & (soft.fused <= stack.max(axis=0))).all()

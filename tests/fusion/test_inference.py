@@ -151,14 +151,14 @@ def _knockout_pixel_by_pixel(probabilities):
     scores = np.zeros((count, height, width))
     for row in range(height):
         for col in range(width):
-            winner, confidence = 0, 1.0
+            winner, runner_up, confidence = 0, 1, 1.0
             for k in range(1, count):
                 p = probabilities[k, winner, row, col]
                 if p > 0.5:
-                    winner, confidence = k, p
-                else:
-                    confidence = min(confidence, 1.0 - p)
-            scores[:, row, col] = (1.0 - confidence) / (count - 1)
+                    winner, runner_up, confidence = k, winner, p
+                elif 1.0 - p < confidence:
+                    runner_up, confidence = k, 1.0 - p
+            scores[runner_up, row, col] = 1.0 - confidence
             scores[winner, row, col] = confidence
     return scores
 
