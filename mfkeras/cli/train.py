@@ -77,6 +77,9 @@ _PROCESSES = flags.DEFINE_integer(
 _INIT_FROM = flags.DEFINE_string(
     "init_from", None, "Decision presets: start from this .keras model's weights (fine-tuning)."
 )
+_FUSED_ERROR_WEIGHT = flags.DEFINE_float(
+    "fused_error_weight", 10.0, "Decision networks: weight of the fused-crop error in the loss."
+)
 _CROP_SIZE = flags.DEFINE_integer("crop_size", 128, "Training crop side of a decision network.")
 _STACK_SHARE = flags.DEFINE_float(
     "stack_share", 0.3, "Decision presets: share of images made into three-frame stacks (the rest pairs)."
@@ -143,6 +146,7 @@ def _train_decision_network():
         processes=_PROCESSES.value or os.cpu_count() or 1,
         initial_weights=_INIT_FROM.value,
         verbose=_VERBOSE.value,
+        fused_error_weight=_FUSED_ERROR_WEIGHT.value,
     )
     if export_dir:
         decision_trainer.export_decision_model(output_dir, export_dir)

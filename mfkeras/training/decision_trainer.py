@@ -43,7 +43,7 @@ def _split_targets(targets):
     return [targets[..., k : k + 1] for k in range(len(decision_data.TARGET_CHANNELS))]
 
 
-def decision_loss(targets, probability):
+def decision_loss(targets, probability, fused_error_weight: float = FUSED_ERROR_WEIGHT):
     """Per-crop loss: the label and best-source cross-entropies plus the fused-crop error.
 
     * label: which frame is nearer in focus at the pixel's depth (weighted so that pixels
@@ -51,11 +51,12 @@ def decision_loss(targets, probability):
     * best source: which frame is closer to the truth at the pixel, weighted by how much
       closer (``min(1, |e_a - e_b| / BEST_SCALE)``); beyond the layer labels, this is what
       wins in the halo zone, where a defocused foreground spreads over the background;
-    * ``FUSED_ERROR_WEIGHT`` x the mean absolute error of the soft-blended crop.
+    * ``fused_error_weight`` x the mean absolute error of the soft-blended crop.
 
     Args:
         targets: (B, H, W, 5) channels of :data:`decision_data.TARGET_CHANNELS`.
         probability: (B, H, W, 1) predicted probability that frame A is the sharper.
+        fused_error_weight: weight of the fused-crop error.
 
     Returns:
         (B,) losses.
@@ -74,7 +75,7 @@ def decision_loss(targets, probability):
     best_source = keras.ops.mean(importance * cross_entropy(best), axis=axes)
     fused = p * frame_a + (1.0 - p) * frame_b
     fused_error = keras.ops.mean(keras.ops.abs(fused - truth), axis=axes)
-    return LABEL_WEIGHT * label + best_source + FUSED_ERROR_WEIGHT * fused_error
+    return LABEL_WEIGHT * label + best_source + fused_error_weight * fused_error
 
 
 def decision_accuracy(targets, probability):
@@ -122,10 +123,18 @@ def _crop_dataset(samples, data_config, batch_size: int, seed: int) -> tf.data.D
     return dataset.batch(batch_size).prefetch(2)
 
 
-def compile_decision_model(config: DecisionConfig, recipe: Recipe) -> keras.Model:
+def compile_decision_model(
+    config: DecisionConfig, recipe: Recipe, fused_error_weight: float = FUSED_ERROR_WEIGHT
+) -> keras.Model:
     """The regularised decision network, compiled with the recipe's SGD and the pixel loss."""
+    if not fused_error_weight >= 0:
+        raise ValueError(f"fused_error_weight must be >= 0. Received: {fused_error_weight}")
+
+    def loss(targets, probability):
+        return decision_loss(targets, probability, fused_error_weight)
+
     model = build_decision_model(config, weight_decay=recipe.weight_decay)
-    model.compile(optimizer=make_optimizer(recipe), loss=decision_loss, metrics=[decision_accuracy])
+    model.compile(optimizer=make_optimizer(recipe), loss=loss, metrics=[decision_accuracy])
     return model
 
 
@@ -160,6 +169,7 @@ def train_decision_model(
     image_limit: int | None = None,
     initial_weights: str | None = None,
     verbose: int = 2,
+    fused_error_weight: float = FUSED_ERROR_WEIGHT,
 ) -> dict:
     """Trains a decision network; resumes from the run directory's backup if there is one.
 
@@ -180,6 +190,7 @@ def train_decision_model(
         initial_weights: a ``.keras`` decision model of the same architecture to start
             from (fine-tuning) instead of a random initialisation.
         verbose: ``model.fit`` verbosity.
+        fused_error_weight: weight of the fused-crop error in :func:`decision_loss`.
 
     Returns:
         The run's result: the best held-out loss and accuracy, steps, seconds, paths.
@@ -195,7 +206,7 @@ def train_decision_model(
     train_samples, validation_samples = decision_data.split_samples(samples, data_config.validation_fraction, seed)
     frames_a, frames_b, targets = decision_data.fixed_crops(validation_samples, data_config, validation_crops, seed + 1)
     validation = tf.data.Dataset.from_tensor_slices(({IMAGE_A: frames_a, IMAGE_B: frames_b}, targets)).batch(recipe.batch_size)
-    model = compile_decision_model(config, recipe)
+    model = compile_decision_model(config, recipe, fused_error_weight)
     if initial_weights:
         model.set_weights(keras.models.load_model(initial_weights, compile=False).get_weights())
     epochs = math.ceil(recipe.steps / validation_interval)
@@ -230,6 +241,7 @@ def train_decision_model(
         "best_val_accuracy": float(np.nanmax(history.history.get("val_decision_accuracy") or [float("nan")])),
         "seed": seed,
         "initial_weights": initial_weights,
+        "fused_error_weight": fused_error_weight,
     }
     clean = clean_decision_copy(best, config)
     clean.save(os.path.join(output_dir, DECISION_MODEL_FILE))

@@ -99,6 +99,9 @@ def test_loss_and_accuracy_by_hand():
     )
     loss = keras.ops.convert_to_numpy(decision_trainer.decision_loss(targets, probability))
     np.testing.assert_allclose(loss, [expected], rtol=1e-5)
+    fused_error = np.mean(np.abs(p * a + (1 - p) * b - truth))
+    heavier = keras.ops.convert_to_numpy(decision_trainer.decision_loss(targets, probability, 30.0))
+    np.testing.assert_allclose(heavier, [expected + (30.0 - decision_trainer.FUSED_ERROR_WEIGHT) * fused_error], rtol=1e-5)
     accuracy = keras.ops.convert_to_numpy(decision_trainer.decision_accuracy(targets, probability))
     np.testing.assert_allclose(accuracy, [2 / 3], rtol=1e-6)  # pixel 4 (0.6 > 0.5, target 0) is wrong
 
