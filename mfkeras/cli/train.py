@@ -132,6 +132,8 @@ def _train_decision_network():
         crop_size=_CROP_SIZE.value, stack_share=_STACK_SHARE.value, validation_fraction=_VALIDATION_FRACTION.value
     )
     recipe = _recipe()
+    if not _FUSED_ERROR_WEIGHT.value >= 0:
+        raise ValueError(f"fused_error_weight must be >= 0. Received: {_FUSED_ERROR_WEIGHT.value}")
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "flags.json"), "w") as f:
         json.dump(flags.FLAGS.flag_values_dict(), f, indent=2, default=str)

@@ -189,18 +189,19 @@ def test_stack_share_sets_how_many_samples_are_stacks(share, frames):
     assert [len(f) for f in samples.frames] == [frames] * 3
 
 
-def test_cli_refuses_a_stack_share_outside_zero_one_in_one_line(tmp_path):
+@pytest.mark.parametrize("flag, name", [("--stack_share=1.5", "stack_share"), ("--fused_error_weight=-1", "fused_error_weight")])
+def test_cli_refuses_bad_decision_settings_in_one_line(tmp_path, flag, name):
     import subprocess
     import sys
 
     folder = _folder(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "mfkeras.cli.train", "--preset=pixel_decision", f"--image_dir={folder}",
-         "--stack_share=1.5", f"--output_dir={tmp_path / 'run'}", "--export_dir="],
+         flag, f"--output_dir={tmp_path / 'run'}", "--export_dir="],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert proc.returncode == 2, proc.stderr[-1000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("mfkeras-train: error:")]
-    assert len(errors) == 1 and "stack_share" in errors[0]
+    assert len(errors) == 1 and name in errors[0]
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "run")  # refused before the run directory is made
