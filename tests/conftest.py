@@ -28,6 +28,19 @@ def released_model():
     return load_liu2017_mat(shared_path("ref", "liu2017", "cnnmodel.mat"))
 
 
+def band_by_loop(decision, band: int) -> np.ndarray:
+    """Pixels whose (2 band + 1)^2 window, clipped at the image's edges, holds more than one
+    value: the soft band written out pixel by pixel."""
+    decision = np.asarray(decision)
+    height, width = decision.shape
+    out = np.zeros(decision.shape, bool)
+    for row in range(height):
+        for col in range(width):
+            window = decision[max(0, row - band) : row + band + 1, max(0, col - band) : col + band + 1]
+            out[row, col] = window.min() != window.max()
+    return out
+
+
 def randomize_weights(model, seed: int = 0, scale: float = 0.1):
     """Fills every variable of ``model`` (biases included) with seeded normal values."""
     rng = np.random.default_rng(seed)

@@ -125,8 +125,8 @@ def define_fusion_flags(flags) -> None:
     flags.DEFINE_float("guided_eps", None, "Guided-filter regularisation (default: the model's own).")
     flags.DEFINE_integer(
         "soft_band", None,
-        "Pairs: use the network's probability within this many pixels of the decision boundary; "
-        "0: binary decision everywhere (default: the model's own).",
+        "Use the network's probability within this many pixels of the decision boundary (pairs and "
+        "knockout stacks; after any --refine); 0: the refined decision everywhere (default: the model's own).",
     )
     flags.DEFINE_enum(
         "stack_scoring", None, list(STACK_SCORINGS),

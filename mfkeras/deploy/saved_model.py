@@ -10,7 +10,7 @@ signatures that take images and return a dict of named tensors.
   C = 1 or 3 -> ``fused`` uint8 [H, W, C], ``focus_map`` float32 [H, W],
   ``decision_map`` uint8 [H, W] (1 where A is chosen, after consistency
   verification) and ``weight_map`` float32 [H, W] (A's blending weight after
-  refinement).
+  refinement and the soft band).
 
 The TensorFlow counterparts of the :mod:`mfkeras.fusion` steps carry the same
 names here (``focus_map``, ``remove_small_regions``, ``guided_filter``, ...).
@@ -302,6 +302,7 @@ def dilate(mask: tf.Tensor, radius: int) -> tf.Tensor:
     return tf.cast(result, tf.bool)
 
 
+# Deliberate twin of mfkeras.fusion.decision.decision_boundary_band in TensorFlow ops (compared in tests/deploy/test_export.py).
 def decision_boundary_band(decision: tf.Tensor, band: int) -> tf.Tensor:
     """Pixels whose (2 band + 1)^2 window holds both classes (the window clipped at the edges)."""
     mask = tf.cast(decision, tf.float32)[None, ..., None]

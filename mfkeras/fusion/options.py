@@ -48,8 +48,15 @@ class FusionOptions:
             network's own probabilities instead of the refined binary decision: a pair's
             focus map, or on joint knockout stacks the winner's and runner-up's
             probabilities of their closest contest where consistency kept the label;
-            0 keeps the binary decision everywhere; None: the network's own (0 for patch
-            classifiers).
+            0 keeps the refined decision everywhere; None: the network's own (0 for patch
+            classifiers). It applies whatever ``refine`` is (so ``dilate`` with
+            ``dilate_radius <= soft_band`` has no effect and ``none`` is no longer a
+            binary mask; pass 0 for those), and joint ``all_pairs`` stacks ignore it (their
+            scores are not weights). Pairs take the probability throughout the band, also
+            where it disagrees with the verified decision: the band follows the verified
+            boundary, so only disagreements within ``soft_band`` pixels of it come back.
+        clip_weights: clip the refined weights to [0, 1] so every fused pixel
+            lies between the sources (the reference code does not clip).
         stack_method: for three or more images, ``joint`` (every image scored
             against every other in O(N) network work, one label map) or
             ``sequential`` (pairwise fusion in sequence, the seed's extension).
@@ -61,7 +68,7 @@ class FusionOptions:
         max_tile_side: score in tiles of at most this many pixels a side.
         memory_budget_mb: choose the tile side so the network's activations fit
             this budget (ignored when ``max_tile_side`` is set; None never tiles).
-            Tiling never changes the result.
+            Tiling changes the scores only by float rounding (~1e-7).
         inference_dtype: network precision, one of ``INFERENCE_DTYPES``:
             ``float16`` / ``bfloat16`` are Keras mixed precision (fast on GPUs,
             and bfloat16 on CPUs with AMX), ``float64`` a slow reference.
@@ -108,8 +115,9 @@ class FusionOptions:
             )
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb must be positive. Received: {self.memory_budget_mb}")
-        if self.soft_band is not None and self.soft_band < 0:
-            raise ValueError(f"soft_band must be >= 0. Received: {self.soft_band}")
+        band_bad = not isinstance(self.soft_band, int) or isinstance(self.soft_band, bool) or self.soft_band < 0
+        if self.soft_band is not None and band_bad:
+            raise ValueError(f"soft_band must be an integer >= 0. Received: {self.soft_band!r}")
         radius_bad = self.guided_radius is not None and self.guided_radius < 1
         eps_bad = self.guided_eps is not None and self.guided_eps <= 0
         if radius_bad or eps_bad or self.dilate_radius < 0:

@@ -19,7 +19,8 @@ class FusionResult:
         focus_map: (H, W) mean score of all windows covering each pixel.
         initial_decision: (H, W) bool, ``focus_map > 0.5``.
         decision: (H, W) bool, after consistency verification.
-        final_decision: (H, W) float weights of the first image after refinement.
+        final_decision: (H, W) float weights of the first image after refinement and the
+            soft band (``FusionOptions.soft_band``).
         source_index: (H, W) int, which input each pixel mostly comes from.
         steps: for sequential stacks, the result of each pairwise step.
 

@@ -145,8 +145,10 @@ def stack_scores(
     * ``knockout``: at each pixel the images challenge the sharpest so far in order
       (image k takes over where ``p(k, winner) > 1/2``), 2 (N - 1) tails per pixel.
       The winner's score is the smallest ``p`` of its comparisons and the image of that
-      comparison (the runner-up) holds the rest, so the argmax is the winner and the
-      scores are the two-image probabilities of the closest contest.
+      comparison (the runner-up) holds the rest, so at each score pixel the argmax is the
+      winner and the scores are the two-image probabilities of the closest contest (a
+      strided patch classifier's focus map averages them over windows, so there it is
+      the argmax of those means).
 
     Args:
         network: the network's geometry (a ScoreNetwork or the LiteRT network).

@@ -74,10 +74,11 @@ class DecisionConfig(JsonConfig):
 
 # The fusion rule after a per-pixel decision, chosen on the development split (README,
 # "Quality against ground truth"): a narrow guided filter that keeps boundaries where the
-# network put them, and a smaller small-region threshold. Stacks: the knockout comparison,
-# within 0.01 dB of all pairs on the split's stacks at a fraction of the head work. Pairs:
-# the network's own probability within 2 pixels of the decision's boundary, where the
-# halo zone needs a mixture of the sources rather than either.
+# network put them, and a smaller small-region threshold; then the network's own
+# probability within 2 pixels of the decision's boundary, where the halo zone needs a
+# mixture of the sources rather than either. Stacks: the knockout comparison, whose scores
+# give that band its weights (binary, it was within 0.01 dB of all pairs at a fraction of
+# the head work).
 DECISION_RULE = {
     "area_ratio": 0.003, "guided_radius": 1, "guided_eps": 1e-3, "stack_scoring": "knockout", "soft_band": 2,
 }

@@ -21,7 +21,7 @@ from mfkeras.io import images
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.model import build_patch_model
 
-from conftest import randomize_weights, shared_path
+from conftest import band_by_loop, randomize_weights, shared_path
 
 TINY = ModelConfig("tiny", (4, POOL, 8), (8,))
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -189,6 +189,12 @@ def test_module_fuse_matches_python_fuse_for_the_default_decision_network(option
     np.testing.assert_allclose(got["focus_map"], expected.focus_map, atol=5e-5)
     assert np.mean(got["decision_map"] == expected.decision.astype(np.uint8)) >= 0.9999
     assert np.abs(got["fused"].astype(int) - expected.fused).mean() <= 0.05
+    # The soft band: there the weights are the focus map, not the refined decision.
+    band = band_by_loop(got["decision_map"], 2)
+    assert 0 < band.mean() < 0.5
+    np.testing.assert_allclose(got["weight_map"][band], got["focus_map"][band], atol=1e-6)
+    agree = got["decision_map"] == expected.decision
+    np.testing.assert_allclose(got["weight_map"][agree], expected.final_decision[agree], atol=1e-4)
 
 
 def test_module_score_map_matches_inference(tiny_model):

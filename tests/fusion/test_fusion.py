@@ -6,7 +6,7 @@ from mfkeras import fusion
 from mfkeras.network.config import POOL, ModelConfig
 from mfkeras.network.model import build_patch_model
 
-from conftest import randomize_weights, shared_path
+from conftest import band_by_loop, randomize_weights, shared_path
 
 TINY = ModelConfig("tiny", (4, POOL, 8), (8,))
 
@@ -139,23 +139,12 @@ def test_bad_inputs_are_named(tiny_model, images, message):
         fusion.fuse(images, tiny_model)
 
 
-def _band_by_loop(decision, band):
-    """Pixels whose window, clipped at the image's edges, holds both classes."""
-    height, width = decision.shape
-    out = np.zeros(decision.shape, bool)
-    for row in range(height):
-        for col in range(width):
-            window = decision[max(0, row - band) : row + band + 1, max(0, col - band) : col + band + 1]
-            out[row, col] = window.min() != window.max()
-    return out
-
-
 @pytest.mark.parametrize("band", [1, 2, 4])
 def test_decision_boundary_band_matches_a_loop(band):
     rng = np.random.default_rng(band)
     decision = cv2.GaussianBlur(rng.random((23, 31)), (0, 0), 2.0) > 0.5
     decision[:, :3] = True  # a boundary near the image's edge
-    expected = _band_by_loop(decision, band)
+    expected = band_by_loop(decision, band)
     assert 0 < expected.mean() < 1
     np.testing.assert_array_equal(fusion.decision_boundary_band(decision, band), expected)
 
@@ -164,7 +153,7 @@ def test_soft_band_takes_the_focus_map_near_the_boundary_only(tiny_model):
     a, b = _textured((40, 52, 3), seed=3), _textured((40, 52, 3), seed=4)
     hard = fusion.fuse([a, b], tiny_model, fusion.FusionOptions(soft_band=0))
     soft = fusion.fuse([a, b], tiny_model, fusion.FusionOptions(soft_band=2))
-    band = _band_by_loop(hard.decision, 2)
+    band = band_by_loop(hard.decision, 2)
     assert 0 < band.mean() < 1
     np.testing.assert_array_equal(soft.decision, hard.decision)
     np.testing.assert_allclose(soft.final_decision[band], hard.focus_map[band], atol=1e-7)
@@ -176,7 +165,7 @@ def test_soft_band_takes_the_focus_map_near_the_boundary_only(tiny_model):
 @pytest.mark.parametrize(
     "kwargs",
     [{"refine": "blur"}, {"consistency": "majority"}, {"area_ratio": 1.5}, {"guided_eps": 0}, {"inference_dtype": "int8"},
-     {"soft_band": -1}],
+     {"soft_band": -1}, {"soft_band": 2.5}],
 )
 def test_bad_options_are_named(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs)).split("_")[0]):
