@@ -102,6 +102,13 @@ def test_loss_and_accuracy_by_hand():
     fused_error = np.mean(np.abs(p * a + (1 - p) * b - truth))
     heavier = keras.ops.convert_to_numpy(decision_trainer.decision_loss(targets, probability, 30.0))
     np.testing.assert_allclose(heavier, [expected + (30.0 - decision_trainer.FUSED_ERROR_WEIGHT) * fused_error], rtol=1e-5)
+    # The compiled model trains on the weight it was given.
+    recipe = Recipe("tiny", base_lr=0.01, step_size=10, steps=10, batch_size=1)
+    model = decision_trainer.compile_decision_model(TINY, recipe, fused_error_weight=30.0)
+    compiled = keras.ops.convert_to_numpy(model.loss(targets, probability))
+    np.testing.assert_allclose(compiled, heavier, rtol=1e-6)
+    with pytest.raises(ValueError, match="fused_error_weight"):
+        decision_trainer.compile_decision_model(TINY, recipe, fused_error_weight=-1.0)
     accuracy = keras.ops.convert_to_numpy(decision_trainer.decision_accuracy(targets, probability))
     np.testing.assert_allclose(accuracy, [2 / 3], rtol=1e-6)  # pixel 4 (0.6 > 0.5, target 0) is wrong
 
