@@ -77,10 +77,12 @@ def test_public_image_round_trip(tmp_path):
 
 def test_options_from_text_read_each_field_kind():
     parsed = mfkeras.FusionOptions.from_text(
-        "stack_scoring=all_pairs,guided_radius=4,guided_eps=0.01,symmetric=true,area_ratio=0.02,refine=dilate"
+        "stack_scoring=all_pairs,guided_radius=4,guided_eps=0.01,symmetric=true,area_ratio=0.02,refine=dilate,"
+        "halo_removal=false"
     )
     expected = mfkeras.FusionOptions(
-        stack_scoring="all_pairs", guided_radius=4, guided_eps=0.01, symmetric=True, area_ratio=0.02, refine="dilate"
+        stack_scoring="all_pairs", guided_radius=4, guided_eps=0.01, symmetric=True, area_ratio=0.02, refine="dilate",
+        halo_removal=False,
     )
     assert parsed == expected and isinstance(parsed.guided_radius, int)
     assert mfkeras.FusionOptions.from_text("") == mfkeras.FusionOptions()
@@ -88,6 +90,7 @@ def test_options_from_text_read_each_field_kind():
         ("no_such_field=1", "FusionOptions field"),
         ("symmetric", "key=value"),
         ("symmetric=maybe", "true or false"),
+        ("halo_removal=1", "true or false"),
         ("stack_scoring=round_robin", "stack_scoring must be one of"),
     ]:
         with pytest.raises(ValueError, match=message):

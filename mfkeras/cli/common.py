@@ -128,6 +128,11 @@ def define_fusion_flags(flags) -> None:
         "Use the network's probability within this many pixels of the decision boundary (pairs and "
         "knockout stacks; after any --refine); 0: the refined decision everywhere (default: the model's own).",
     )
+    flags.DEFINE_bool(
+        "halo_removal", None,
+        "Clean each source near focus boundaries of the other sources' defocused spill before "
+        "blending (default: the model's own: on for per-pixel decision networks).",
+    )
     flags.DEFINE_enum(
         "stack_scoring", None, list(STACK_SCORINGS),
         "Joint stacks: every frame against every other (all_pairs) or each against the sharpest "
@@ -154,6 +159,7 @@ def fusion_option_kwargs(flag_values) -> dict:
         "guided_radius": flag_values.guided_radius,
         "guided_eps": flag_values.guided_eps,
         "soft_band": flag_values.soft_band,
+        "halo_removal": flag_values.halo_removal,
         "stack_scoring": flag_values.stack_scoring,
         "inference_dtype": flag_values.inference_dtype,
         "jit_compile": flag_values.jit_compile,

@@ -12,6 +12,11 @@ signatures that take images and return a dict of named tensors.
   verification) and ``weight_map`` float32 [H, W] (A's blending weight after
   refinement and the soft band).
 
+``fuse`` blends the sources by that weight map as they are: the halo removal of the Python
+pipeline (:mod:`mfkeras.fusion.halo`, on by default after per-pixel decision networks) fits
+defocus kernels by a search the graph does not hold, so the module is built with it off and
+its ``fused`` equals :func:`mfkeras.fusion.fuse` with ``halo_removal=False``.
+
 The TensorFlow counterparts of the :mod:`mfkeras.fusion` steps carry the same
 names here (``focus_map``, ``remove_small_regions``, ``guided_filter``, ...).
 Connected components are not a TensorFlow op: :func:`connected_components`
@@ -21,6 +26,7 @@ labels 8-connected regions by min-label propagation with pointer jumping in a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -339,7 +345,7 @@ class FusionModule(tf.Module):
     Args:
         network: the all-convolutional network (or a Keras patch model, converted
             with ``options.dense``).
-        options: the fusion switches baked into ``fuse``.
+        options: the fusion switches baked into ``fuse`` (with ``halo_removal`` off).
         inference_dtype: one of ``INFERENCE_DTYPES`` for the network (None:
             ``options.inference_dtype``).
         jit_compile: XLA-compile the network (None: ``options.jit_compile``).
@@ -360,7 +366,7 @@ class FusionModule(tf.Module):
         inference_dtype = options.inference_dtype if inference_dtype is None else inference_dtype
         jit_compile = options.jit_compile if jit_compile is None else jit_compile
         network = as_score_network(network, dense=options.dense)
-        options = options.with_rule(network.geometry.fusion_rule)
+        options = dataclasses.replace(options.with_rule(network.geometry.fusion_rule), halo_removal=False)
         self.options = options
         self.inference_dtype = inference_dtype
         self.stride = network.stride
@@ -452,7 +458,7 @@ def export_saved_model(
         export_dir: the SavedModel directory (for TensorFlow Serving, a numbered
             version folder such as ``models/mfkeras/1``).
         network: a :class:`ScoreNetwork` or a Keras patch model.
-        options: the fusion switches baked into ``fuse``.
+        options: the fusion switches baked into ``fuse`` (with ``halo_removal`` off).
         inference_dtype: one of ``INFERENCE_DTYPES`` (None: ``options.inference_dtype``).
         jit_compile: XLA-compile the network (None: ``options.jit_compile``).
 

@@ -16,10 +16,10 @@ import dataclasses
 import cv2
 import numpy as np
 
+from mfkeras.fusion.halo import KERNELS, defocus_kernel  # noqa: F401  (the kernels, re-exported)
 from mfkeras.io.color import to_gray
 from mfkeras.training.split import is_development_image  # noqa: F401  (the split, re-exported)
 
-KERNELS = ("disc", "gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,21 +63,6 @@ class Sample:
     labels: np.ndarray
     kernel: str
     radius_step: float
-
-
-def defocus_kernel(kind: str, radius: float) -> np.ndarray:
-    """A normalised disc (anti-aliased pillbox) or Gaussian (sigma = radius / 2) kernel."""
-    if kind not in KERNELS:
-        raise ValueError(f"kind must be one of {KERNELS}. Received: kind={kind!r}")
-    if radius <= 0:
-        return np.ones((1, 1), np.float64)
-    half = int(np.ceil(radius if kind == "disc" else 1.5 * radius)) + 1
-    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
-    if kind == "disc":
-        kernel = np.clip(radius + 0.5 - np.hypot(x, y), 0.0, 1.0)
-    else:
-        kernel = np.exp(-(x * x + y * y) / (2 * (radius / 2) ** 2))
-    return kernel / kernel.sum()
 
 
 def _blur(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:

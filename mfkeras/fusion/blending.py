@@ -52,9 +52,13 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
             if base.ndim == 3:
                 weight = weight[..., None]
             mixed += weight * (image[rows].astype(np.float64) - base)
-        if np.issubdtype(base_image.dtype, np.integer):
-            info = np.iinfo(base_image.dtype)
-            mixed = np.floor(np.abs(mixed) + 0.5) * np.sign(mixed)
-            mixed = np.clip(mixed, info.min, info.max)
-        out[rows] = mixed
+        out[rows] = round_to_dtype(mixed, base_image.dtype)
     return out
+
+
+def round_to_dtype(values: np.ndarray, dtype) -> np.ndarray:
+    """Float values as ``dtype``: integers rounded half away from zero and saturated."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.floor(np.abs(values) + 0.5) * np.sign(values), info.min, info.max)
+    return values.astype(dtype)

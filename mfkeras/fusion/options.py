@@ -17,6 +17,7 @@ ALIGN_METHODS = ("ecc", "features")
 # their own (mfkeras.network.decision_config). FusionOptions fields left at None take these.
 PATCH_RULE = {
     "area_ratio": 0.01, "guided_radius": 8, "guided_eps": 0.1, "stack_scoring": "all_pairs", "soft_band": 0,
+    "halo_removal": False,
 }
 
 # The options only the Keras backend runs, with the values the LiteRT backend's files have.
@@ -55,6 +56,10 @@ class FusionOptions:
             scores are not weights). Pairs take the probability throughout the band, also
             where it disagrees with the verified decision: the band follows the verified
             boundary, so only disagreements within ``soft_band`` pixels of it come back.
+        halo_removal: before blending, clean each source near focus boundaries of the
+            other sources' defocused spill, with defocus kernels fitted from the images
+            (:mod:`mfkeras.fusion.halo`); fused pixels stay between the sources'. None: the
+            network's own (False for patch classifiers, as the reference code).
         clip_weights: clip the refined weights to [0, 1] so every fused pixel
             lies between the sources (the reference code does not clip).
         stack_method: for three or more images, ``joint`` (every image scored
@@ -84,6 +89,7 @@ class FusionOptions:
     guided_eps: float | None = None
     dilate_radius: int = 2
     soft_band: int | None = None
+    halo_removal: bool | None = None
     clip_weights: bool = True
     stack_method: str = "joint"
     stack_scoring: str | None = None
@@ -118,6 +124,8 @@ class FusionOptions:
         band_bad = not isinstance(self.soft_band, int) or isinstance(self.soft_band, bool) or self.soft_band < 0
         if self.soft_band is not None and band_bad:
             raise ValueError(f"soft_band must be an integer >= 0. Received: {self.soft_band!r}")
+        if self.halo_removal is not None and not isinstance(self.halo_removal, bool):
+            raise ValueError(f"halo_removal must be True or False. Received: {self.halo_removal!r}")
         radius_bad = self.guided_radius is not None and self.guided_radius < 1
         eps_bad = self.guided_eps is not None and self.guided_eps <= 0
         if radius_bad or eps_bad or self.dilate_radius < 0:
@@ -139,12 +147,13 @@ class FusionOptions:
         Booleans read ``true``/``false``; fields that default to None read a number or a choice.
         """
         defaults, changes = cls(), {}
+        types = {field.name: str(field.type) for field in dataclasses.fields(cls)}
         for item in filter(None, text.split(",")):
             key, separator, value = item.partition("=")
             if not separator or key not in {field.name for field in dataclasses.fields(cls)}:
                 raise ValueError(f"Expected key=value with a FusionOptions field as key. Received: {item!r}")
             current = getattr(defaults, key)
-            if isinstance(current, bool):
+            if types[key].startswith("bool"):
                 if value.lower() not in ("true", "false"):
                     raise ValueError(f"{key} takes true or false. Received: {value!r}")
                 changes[key] = value.lower() == "true"

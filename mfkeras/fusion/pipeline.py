@@ -19,6 +19,7 @@ from mfkeras.fusion.decision import (
     verify_consistency,
     verify_label_consistency,
 )
+from mfkeras.fusion.halo import blend_without_halos
 from mfkeras.fusion.litert import LiteRTNetwork
 from mfkeras.fusion.options import KERAS_ONLY_OPTIONS, FusionOptions
 from mfkeras.fusion.result import FusionResult
@@ -175,7 +176,10 @@ def fuse_scored_pair(
             np.clip(final, 0.0, 1.0, out=final)
         final = soften_boundary(final, decision, focus, options)
     with times.stage("blend"):
-        fused = blend(first, second, final)
+        if options.halo_removal:
+            fused = blend_without_halos([first, second], np.stack([final, 1.0 - final]), grays)
+        else:
+            fused = blend(first, second, final)
     source_index = np.where(decision, 0, 1).astype(np.int32)
     return FusionResult(fused, scores, focus, initial, decision, final, source_index)
 
@@ -195,7 +199,10 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side, times, progr
             # Its scores are the closest contest's two probabilities, so they sum to 1.
             weights = soften_stack_boundary(weights, labels, initial, focus, options)
     with times.stage("blend"):
-        fused = blend_stack(images, weights[1:])
+        if options.halo_removal:
+            fused = blend_without_halos(images, weights, grays)
+        else:
+            fused = blend_stack(images, weights[1:])
     return FusionResult(fused, scores, focus, initial, labels, weights, labels)
 
 

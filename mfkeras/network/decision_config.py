@@ -78,9 +78,12 @@ class DecisionConfig(JsonConfig):
 # probability within 2 pixels of the decision's boundary, where the halo zone needs a
 # mixture of the sources rather than either. Stacks: the knockout comparison, whose scores
 # give that band its weights (binary, it was within 0.01 dB of all pairs at a fraction of
-# the head work).
+# the head work). Last, each source is cleaned of the others' defocused spill before the
+# blend (halo removal): the defocused near side's light is subtracted from the far side's
+# sharp frame, which no weighting of the sources can do.
 DECISION_RULE = {
     "area_ratio": 0.003, "guided_radius": 1, "guided_eps": 1e-3, "stack_scoring": "knockout", "soft_band": 2,
+    "halo_removal": True,
 }
 
 

@@ -40,13 +40,14 @@ def test_fusion_flags_reach_the_fusion_options():
     })
     cli.define_fusion_flags(module)
     values(["prog", "--inference_dtype=bfloat16", "--jit_compile", "--symmetric", "--refine=dilate",
-            "--consistency=largest", "--area_ratio=0.02", "--dense", "--soft_band=3"])
+            "--consistency=largest", "--area_ratio=0.02", "--dense", "--soft_band=3",
+            "--nohalo_removal"])
     options = fusion.FusionOptions(**cli.fusion_option_kwargs(values))
     assert (options.inference_dtype, options.jit_compile, options.symmetric, options.dense) == (
         "bfloat16", True, True, True
     )
     assert (options.refine, options.consistency, options.area_ratio) == ("dilate", "largest", 0.02)
-    assert options.soft_band == 3
+    assert options.soft_band == 3 and options.halo_removal is False
 
 
 def test_the_scripts_dtype_list_is_the_librarys():

@@ -1,6 +1,7 @@
 """The SavedModel serving module, its TensorFlow fusion steps, and loading without mfkeras."""
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -181,9 +182,11 @@ def test_module_fuse_matches_python_fuse_for_the_default_decision_network(option
     """The shipped per-pixel decision network through the SavedModel path, with its own rule."""
     a, b = (images.read_image(str(p)) for p in zoo.demo_pair())
     model = zoo.load_patch_model()
-    expected = fusion.fuse([a, b], model, options)
+    # The module blends by its weight map as it is: the pipeline without halo removal.
+    expected = fusion.fuse([a, b], model, dataclasses.replace(options, halo_removal=False))
     module = export.FusionModule(model, options)
     assert (module.options.guided_radius, module.options.area_ratio, module.options.soft_band) == (1, 0.003, 2)
+    assert module.options.halo_removal is False
     got = {k: v.numpy() for k, v in module.fuse(a, b).items()}
     # One score per pixel from raw grey differences: oneDNN's float32 sums differ by ~1e-5.
     np.testing.assert_allclose(got["focus_map"], expected.focus_map, atol=5e-5)

@@ -65,6 +65,21 @@ def test_every_fused_pixel_lies_between_the_sources(default_model, demo_sources)
         assert np.all(fused >= low) and np.all(fused <= high)
 
 
+def test_the_default_rule_blends_without_halos_by_the_refined_weights(default_model, demo_sources):
+    from mfkeras.fusion import halo
+    from mfkeras.fusion.blending import blend
+
+    result = pipeline.fuse(demo_sources, default_model)
+    weights = np.stack([result.final_decision, 1.0 - result.final_decision])
+    grays = [to_unit_gray(s) for s in demo_sources]
+    np.testing.assert_array_equal(result.fused, halo.blend_without_halos(demo_sources, weights, grays))
+    plain = pipeline.fuse(demo_sources, default_model, FusionOptions(halo_removal=False))
+    np.testing.assert_array_equal(plain.final_decision, result.final_decision)
+    np.testing.assert_array_equal(plain.fused, blend(*demo_sources, result.final_decision))
+    changed = np.any(plain.fused != result.fused, axis=-1)
+    assert 0 < changed.mean() < 0.5
+
+
 def test_the_sharp_side_is_chosen_on_the_demo_pair(default_model, demo_sources):
     # The demo pair: A is sharp on the left half... checked against a focus measure instead of
     # assuming: where one source's local Laplacian energy is 4x the other's, the decision follows.

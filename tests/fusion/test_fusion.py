@@ -39,6 +39,15 @@ def test_fusing_an_image_with_itself_returns_it(tiny_model, shape, dtype, refine
     np.testing.assert_array_equal(result.fused, image)
 
 
+def test_patch_classifiers_blend_without_halo_removal_unless_asked(tiny_model):
+    a, b = _textured((48, 56, 3), seed=4), _textured((48, 56, 3), seed=5)
+    result = fusion.fuse([a, b], tiny_model)
+    np.testing.assert_array_equal(result.fused, fusion.blend(a, b, result.final_decision))
+    asked = fusion.fuse([a, b], tiny_model, fusion.FusionOptions(halo_removal=True))
+    np.testing.assert_array_equal(asked.final_decision, result.final_decision)
+    assert np.all(asked.fused >= np.minimum(a, b)) and np.all(asked.fused <= np.maximum(a, b))
+
+
 def test_focus_map_matches_an_explicit_loop():
     rng = np.random.default_rng(2)
     for stride, shape in [(2, (37, 45)), (8, (40, 33)), (1, (20, 24)), (3, (35, 29))]:
@@ -165,7 +174,7 @@ def test_soft_band_takes_the_focus_map_near_the_boundary_only(tiny_model):
 @pytest.mark.parametrize(
     "kwargs",
     [{"refine": "blur"}, {"consistency": "majority"}, {"area_ratio": 1.5}, {"guided_eps": 0}, {"inference_dtype": "int8"},
-     {"soft_band": -1}, {"soft_band": 2.5}],
+     {"soft_band": -1}, {"soft_band": 2.5}, {"halo_removal": 1}],
 )
 def test_bad_options_are_named(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs)).split("_")[0]):
