@@ -34,6 +34,7 @@ FIT_VALUES = 2**22
 MIN_FIT_SAMPLES = 64
 # Smallest share of a pixel's light the model leaves to its own source (1 - spill).
 MIN_OWN_SHARE = 0.05
+_ROWS = 256
 
 
 def defocus_kernel(kind: str, radius: float) -> np.ndarray:
@@ -114,8 +115,18 @@ def _scale_for(shape: tuple) -> int:
     return max(1, math.ceil(min(shape) / ESTIMATION_SIDE))
 
 
-def _resized(values: np.ndarray, shape: tuple, interpolation) -> np.ndarray:
-    return cv2.resize(np.asarray(values, np.float32), (shape[1], shape[0]), interpolation=interpolation)
+def _upsampled_rows(values: np.ndarray, shape: tuple, rows: slice) -> np.ndarray:
+    """Rows ``rows`` of ``values`` resized to ``shape`` bilinearly, as ``cv2.resize`` maps them."""
+    if values.shape[:2] == tuple(shape):
+        return values[rows]
+    height, width = shape
+    y = (np.arange(rows.start, min(rows.stop, height), dtype=np.float32) + 0.5) * (values.shape[0] / height) - 0.5
+    x = (np.arange(width, dtype=np.float32) + 0.5) * (values.shape[1] / width) - 0.5
+    map_x, map_y = np.meshgrid(np.clip(x, 0, None), np.clip(y, 0, None))
+    values = np.asarray(values, np.float32)
+    if values.ndim == 3 and values.shape[2] > 4:  # remap takes up to four channels
+        return np.stack([_upsampled_rows(values[..., c], shape, rows) for c in range(values.shape[2])], -1)
+    return cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
@@ -134,17 +145,20 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
     count, shape = len(images), weights.shape[1:]
     scale = _scale_for(shape)
     small_shape = (max(1, shape[0] // scale), max(1, shape[1] // scale))
-    small = (lambda v: v) if scale == 1 else (lambda v: _resized(v, small_shape, cv2.INTER_AREA))
-    full = (lambda v: v) if scale == 1 else (lambda v: _resized(v, shape, cv2.INTER_LINEAR))
-    small_weights = [np.asarray(small(w), np.float32) for w in weights]
-    small_grays = [np.asarray(small(g), np.float32) for g in grays]
+
+    def small(values):
+        if scale == 1:
+            return np.asarray(values, np.float32)
+        return cv2.resize(np.asarray(values, np.float32), small_shape[::-1], interpolation=cv2.INTER_AREA)
+
+    small_weights = [small(w) for w in weights]
+    small_grays = [small(g) for g in grays]
     colour = [image if image.ndim == 3 else image[..., None] for image in images]
     channels = colour[0].shape[2]
     # What reaches each source from the others: the share of its light and that light, per channel.
     spills = []
     for own in range(count):
-        share = np.zeros(small_shape, np.float32)
-        light = np.zeros((*small_shape, channels), np.float32)
+        spill = np.zeros((*small_shape, channels + 1), np.float32)
         for other in range(count):
             region = small_weights[other] > 0.5
             kernel = None if other == own or not region.any() else estimate_defocus(
@@ -152,24 +166,26 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
             if kernel is None:
                 continue
             kernel = kernel.astype(np.float32)
-            share += _blur(small_weights[other], kernel)
+            spill[..., 0] += _blur(small_weights[other], kernel)
             for c in range(channels):
-                light[..., c] += _blur(small(colour[other][..., c]) * small_weights[other], kernel)
-        spills.append((share, light))
-    touched = np.zeros(shape, bool)
-    for share, _ in spills:
-        touched |= np.asarray(full(share)) > 1e-4
-    if not touched.any():
-        return fused
-    # Only the touched pixels change: clean every source there, then blend them again.
-    stacked = np.stack([c[touched] for c in colour]).astype(np.float32)  # (N, T, C)
-    lowest, highest = stacked.min(axis=0), stacked.max(axis=0)
-    total = np.zeros(stacked.shape[1:], np.float64)
-    for own, (share, light) in enumerate(spills):
-        own_share = np.maximum(1.0 - np.asarray(full(share))[touched], MIN_OWN_SHARE)[:, None]
-        spilled = np.stack([np.asarray(full(light[..., c]))[touched] for c in range(channels)], -1)
-        clean = np.clip((stacked[own] - spilled) / own_share, lowest, highest)
-        total += weights[own][touched][:, None] * clean
+                spill[..., c + 1] += _blur(small(colour[other][..., c]) * small_weights[other], kernel)
+        spills.append(spill)
     out = fused if fused.ndim == 3 else fused[..., None]
-    out[touched] = round_to_dtype(total, images[0].dtype)
+    # Only pixels the spill reaches change: clean every source there and blend them again.
+    for start in range(0, shape[0], _ROWS):
+        rows = slice(start, start + _ROWS)
+        near = [_upsampled_rows(spill, shape, rows) for spill in spills]
+        near = [n if n.ndim == 3 else n[..., None] for n in near]
+        touched = np.any([n[..., 0] > 1e-4 for n in near], axis=0)
+        if not touched.any():
+            continue
+        stacked = np.stack([c[rows][touched] for c in colour]).astype(np.float32)  # (N, T, C)
+        lowest, highest = stacked.min(axis=0), stacked.max(axis=0)
+        total = np.zeros(stacked.shape[1:], np.float64)
+        for own, spill in enumerate(near):
+            own_share = np.maximum(1.0 - spill[..., 0][touched], MIN_OWN_SHARE)[:, None]
+            clean = np.clip((stacked[own] - spill[..., 1:][touched]) / own_share, lowest, highest)
+            total += weights[own][rows][touched][:, None] * clean
+        block = out[rows]
+        block[touched] = round_to_dtype(total, images[0].dtype)
     return out if fused.ndim == 3 else out[..., 0]
