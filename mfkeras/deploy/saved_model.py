@@ -345,7 +345,7 @@ class FusionModule(tf.Module):
     Args:
         network: the all-convolutional network (or a Keras patch model, converted
             with ``options.dense``).
-        options: the fusion switches baked into ``fuse`` (with ``halo_removal`` off).
+        options: the fusion switches baked into ``fuse`` (``halo_removal`` unset or False).
         inference_dtype: one of ``INFERENCE_DTYPES`` for the network (None:
             ``options.inference_dtype``).
         jit_compile: XLA-compile the network (None: ``options.jit_compile``).
@@ -365,6 +365,11 @@ class FusionModule(tf.Module):
             raise TypeError(f"options must be a FusionOptions. Received {type(options).__name__}.")
         inference_dtype = options.inference_dtype if inference_dtype is None else inference_dtype
         jit_compile = options.jit_compile if jit_compile is None else jit_compile
+        if options.halo_removal:
+            raise ValueError(
+                "The SavedModel's fuse blends without halo removal (it is NumPy only); pass "
+                "halo_removal=None or False. Received: halo_removal=True"
+            )
         network = as_score_network(network, dense=options.dense)
         options = dataclasses.replace(options.with_rule(network.geometry.fusion_rule), halo_removal=False)
         self.options = options
@@ -458,7 +463,7 @@ def export_saved_model(
         export_dir: the SavedModel directory (for TensorFlow Serving, a numbered
             version folder such as ``models/mfkeras/1``).
         network: a :class:`ScoreNetwork` or a Keras patch model.
-        options: the fusion switches baked into ``fuse`` (with ``halo_removal`` off).
+        options: the fusion switches baked into ``fuse`` (``halo_removal`` unset or False).
         inference_dtype: one of ``INFERENCE_DTYPES`` (None: ``options.inference_dtype``).
         jit_compile: XLA-compile the network (None: ``options.jit_compile``).
 

@@ -16,10 +16,9 @@ import dataclasses
 import cv2
 import numpy as np
 
-from mfkeras.fusion.halo import KERNELS, defocus_kernel  # noqa: F401  (the kernels, re-exported)
+from mfkeras.fusion.halo import KERNELS, defocus_blur, defocus_kernel  # noqa: F401  (KERNELS re-exported)
 from mfkeras.io.color import to_gray
 from mfkeras.training.split import is_development_image  # noqa: F401  (the split, re-exported)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +62,6 @@ class Sample:
     labels: np.ndarray
     kernel: str
     radius_step: float
-
-
-def _blur(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    if kernel.shape == (1, 1):
-        return values
-    return cv2.filter2D(values, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
 def _grabcut_object(image: np.ndarray, rng: np.random.Generator, config: DefocusConfig):
@@ -122,8 +115,8 @@ def render_frame(image: np.ndarray, labels: np.ndarray, focus: int, kernel: str,
     for layer in range(int(labels.max()) + 1):
         weights = defocus_kernel(kernel, radius_step * abs(layer - focus))
         alpha = (labels == layer).astype(np.float64)
-        blurred_alpha = _blur(alpha, weights)
-        blurred_colour = np.stack([_blur(colour[..., c] * alpha, weights) for c in range(colour.shape[2])], -1)
+        blurred_alpha = defocus_blur(alpha, weights)
+        blurred_colour = np.stack([defocus_blur(colour[..., c] * alpha, weights) for c in range(colour.shape[2])], -1)
         if result is None:
             result = blurred_colour / np.maximum(blurred_alpha, 1e-6)[..., None]
             result[blurred_alpha < 1e-6] = colour[blurred_alpha < 1e-6]

@@ -5,16 +5,19 @@ near side's defocused light (the halo). The layered thin-lens model says how muc
 a pixel is ``blur_ij(w_j I_j) + (1 - blur_ij(w_j)) clean_i`` summed over the other frames j,
 where ``w_j`` are the fusion weights (where frame j is sharp) and ``blur_ij`` is the defocus
 kernel that frame j's sharp content has in frame i. The kernel is fitted from the images
-themselves (frame i against blurred copies of frame j inside frame j's sharp region, a disc
-or a Gaussian of any radius on a half-pixel grid), the model is solved for ``clean_i``, and
-the result is clipped between the sources' values at each pixel, so a fused pixel still lies
-between the sources'. Every source is cleaned as if the others were in front of it: where one
-is not, its clipped correction is small (measured on the development split, README). Away from
-boundaries (farther than a kernel's reach) nothing changes.
+themselves (frame i against blurred copies of frame j inside frame j's sharp region: a disc
+or a Gaussian of radius 0.5-24 px in half-pixel steps at the estimation scale, which is the
+image's own up to a short side of ``ESTIMATION_SIDE`` and reduced by a whole factor s above it,
+so radii 0.5 s-24 s px), the model is solved for ``clean_i``, and the result is clipped between
+the sources' values at each pixel, so with weights in [0, 1] a fused pixel still lies between
+the sources'. Every source is cleaned as if the others were in front of it: where one is not,
+its clipped correction is small (measured on the development split, README). Out of a kernel's
+reach of any other source's weight nothing changes but the float rounding of the blend.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -52,16 +55,19 @@ def defocus_kernel(kind: str, radius: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def _blur(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def defocus_blur(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``values`` convolved with ``kernel`` (edges reflected), as the layered model blurs."""
     if kernel.shape == (1, 1):
         return values
     return cv2.filter2D(values, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
-def _candidates(max_half: int) -> list:
-    """Every candidate kernel whose half side is at most ``max_half``, zero-padded to one size."""
+@functools.lru_cache(maxsize=None)
+def _candidates(max_half: int) -> tuple:
+    """The candidate kernels of half side at most ``max_half``, and all of them zero-padded to
+    that size as the columns of one (side^2, K) float32 matrix."""
     side = 2 * max_half + 1
-    kernels = []
+    kernels, columns = [], []
     for kind in KERNELS:
         for radius in KERNEL_RADII:
             kernel = defocus_kernel(kind, radius)
@@ -69,8 +75,15 @@ def _candidates(max_half: int) -> list:
             if half <= max_half:
                 padded = np.zeros((side, side))
                 padded[max_half - half : max_half + half + 1, max_half - half : max_half + half + 1] = kernel
-                kernels.append((kernel, padded))
-    return kernels
+                kernels.append(kernel)
+                columns.append(padded.ravel())
+    return kernels, np.stack(columns, axis=1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_halves() -> tuple:
+    """The candidates' half sides, largest first."""
+    return tuple(sorted({defocus_kernel(k, r).shape[0] // 2 for k in KERNELS for r in KERNEL_RADII}, reverse=True))
 
 
 def estimate_defocus(sharp: np.ndarray, blurred: np.ndarray, region: np.ndarray) -> np.ndarray | None:
@@ -88,10 +101,11 @@ def estimate_defocus(sharp: np.ndarray, blurred: np.ndarray, region: np.ndarray)
         The fitted kernel (odd square, sums to 1), or None when the region has fewer than
         ``MIN_FIT_SAMPLES`` such pixels even for the smallest kernels.
     """
-    halves = sorted({defocus_kernel(kind, radius).shape[0] // 2 for kind in KERNELS for radius in KERNEL_RADII},
-                    reverse=True)
-    for max_half in halves:  # the largest kernels that fit enough pixels of the region
-        inner = cv2.erode(region.astype(np.uint8), np.ones((2 * max_half + 1,) * 2, np.uint8),
+    shapes = {np.shape(sharp), np.shape(blurred), np.shape(region)}
+    if len(shapes) != 1 or len(np.shape(sharp)) != 2:
+        raise ValueError(f"sharp, blurred and region must be one (H, W) shape. Received: {sorted(shapes)}")
+    for max_half in _kernel_halves():  # the largest kernels that fit enough pixels of the region
+        inner = cv2.erode(np.asarray(region, np.uint8), np.ones((2 * max_half + 1,) * 2, np.uint8),
                           borderType=cv2.BORDER_CONSTANT, borderValue=0)
         rows, cols = np.nonzero(inner)
         if rows.size >= MIN_FIT_SAMPLES:
@@ -105,44 +119,69 @@ def estimate_defocus(sharp: np.ndarray, blurred: np.ndarray, region: np.ndarray)
         rows, cols = rows[chosen], cols[chosen]
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(sharp, np.float32), (side, side))
     patches = windows[rows - max_half, cols - max_half].reshape(rows.size, side * side)
-    candidates = _candidates(max_half)
-    predicted = patches @ np.stack([padded.ravel() for _, padded in candidates], axis=1).astype(np.float32)
-    errors = ((predicted - np.asarray(blurred, np.float32)[rows, cols, None]) ** 2).mean(axis=0)
-    return candidates[int(np.argmin(errors))][0]
+    kernels, matrix = _candidates(max_half)
+    errors = ((patches @ matrix - np.asarray(blurred, np.float32)[rows, cols, None]) ** 2).mean(axis=0)
+    return kernels[int(np.argmin(errors))]
 
 
 def _scale_for(shape: tuple) -> int:
     return max(1, math.ceil(min(shape) / ESTIMATION_SIDE))
 
 
+def _linear_taps(size: int, small: int, start: int, stop: int) -> tuple:
+    """Source indices and weights of output positions start..stop-1 of a bilinear resize from
+    ``small`` to ``size`` samples (``cv2.resize``'s mapping: centres aligned, edges clamped)."""
+    where = (np.arange(start, stop, dtype=np.float64) + 0.5) * (small / size) - 0.5
+    where = np.clip(where, 0, small - 1)
+    low = np.floor(where).astype(np.intp)
+    high = np.minimum(low + 1, small - 1)
+    return low, high, (where - low).astype(np.float32)
+
+
 def _upsampled_rows(values: np.ndarray, shape: tuple, rows: slice) -> np.ndarray:
-    """Rows ``rows`` of ``values`` resized to ``shape`` bilinearly, as ``cv2.resize`` maps them."""
+    """Rows ``rows`` of ``values`` (H', W'[, C]) resized bilinearly to ``shape`` (H, W)."""
     if values.shape[:2] == tuple(shape):
         return values[rows]
     height, width = shape
-    y = (np.arange(rows.start, min(rows.stop, height), dtype=np.float32) + 0.5) * (values.shape[0] / height) - 0.5
-    x = (np.arange(width, dtype=np.float32) + 0.5) * (values.shape[1] / width) - 0.5
-    map_x, map_y = np.meshgrid(np.clip(x, 0, None), np.clip(y, 0, None))
+    top, bottom, fy = _linear_taps(height, values.shape[0], rows.start, min(rows.stop, height))
+    left, right, fx = _linear_taps(width, values.shape[1], 0, width)
     values = np.asarray(values, np.float32)
-    if values.ndim == 3 and values.shape[2] > 4:  # remap takes up to four channels
-        return np.stack([_upsampled_rows(values[..., c], shape, rows) for c in range(values.shape[2])], -1)
-    return cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    extra = (None,) * (values.ndim - 2)  # broadcast over channels
+    fy, fx = fy[(slice(None), *extra)], fx[(slice(None), *extra)]
+    lines = values[top] + fy[:, None] * (values[bottom] - values[top])
+    return lines[:, left] + fx[None] * (lines[:, right] - lines[:, left])
+
+
+def _check_inputs(images, weights, grays) -> None:
+    shape = np.shape(images[0])[:2]
+    if len(images) < 2 or any(np.shape(image) != np.shape(images[0]) for image in images):
+        raise ValueError(f"images must be two or more arrays of one shape. Received shapes: "
+                         f"{[np.shape(image) for image in images]}")
+    if np.shape(weights) != (len(images) - 1, *shape):
+        raise ValueError(f"weights must be (N - 1, H, W) = {(len(images) - 1, *shape)}, the weights of "
+                         f"images[1:]. Received: {np.shape(weights)}")
+    if len(grays) != len(images) or any(np.shape(gray) != shape for gray in grays):
+        raise ValueError(f"grays must be one (H, W) = {shape} gray image per image. Received shapes: "
+                         f"{[np.shape(gray) for gray in grays]}")
 
 
 def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
-    """Blends the sources by their weights after removing each one's defocus halo.
+    """Blends the sources as :func:`blend_stack` does, after removing each one's defocus halo.
 
     Args:
-        images: N equal-shape images, (H, W) or (H, W, C), as :func:`blend_stack` takes them.
-        weights: (N, H, W) weights of every image, summing to 1 at each pixel.
+        images: N equal-shape images, (H, W) or (H, W, C).
+        weights: (N - 1, H, W) weights of ``images[1:]``; ``images[0]`` has the rest (1 minus
+            their sum), as for :func:`blend_stack`. For a pair ``(first, second)`` with first's
+            weights ``w``: ``blend_without_halos([second, first], w[None], [gray_b, gray_a])``.
         grays: the images' (H, W) gray versions (any common scale); kernels are fitted on them.
 
     Returns:
-        The fused image, same shape and dtype as the images: equal to
-        ``blend_stack(images, weights[1:])`` wherever no other source's kernel reaches.
+        The fused image, same shape and dtype as the images; ``blend_stack(images, weights)``
+        wherever no other source's kernel reaches.
     """
-    fused = blend_stack(images, weights[1:])
-    count, shape = len(images), weights.shape[1:]
+    _check_inputs(images, weights, grays)
+    fused = blend_stack(images, weights)
+    count, shape = len(images), np.shape(images[0])[:2]
     scale = _scale_for(shape)
     small_shape = (max(1, shape[0] // scale), max(1, shape[1] // scale))
 
@@ -152,10 +191,11 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         return cv2.resize(np.asarray(values, np.float32), small_shape[::-1], interpolation=cv2.INTER_AREA)
 
     small_weights = [small(w) for w in weights]
+    small_weights.insert(0, 1.0 - np.sum(small_weights, axis=0))
     small_grays = [small(g) for g in grays]
     colour = [image if image.ndim == 3 else image[..., None] for image in images]
     channels = colour[0].shape[2]
-    # What reaches each source from the others: the share of its light and that light, per channel.
+    # What reaches each source from the others: the share of its light, then that light per channel.
     spills = []
     for own in range(count):
         spill = np.zeros((*small_shape, channels + 1), np.float32)
@@ -166,26 +206,27 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
             if kernel is None:
                 continue
             kernel = kernel.astype(np.float32)
-            spill[..., 0] += _blur(small_weights[other], kernel)
+            spill[..., 0] += defocus_blur(small_weights[other], kernel)
             for c in range(channels):
-                spill[..., c + 1] += _blur(small(colour[other][..., c]) * small_weights[other], kernel)
+                spill[..., c + 1] += defocus_blur(small(colour[other][..., c]) * small_weights[other], kernel)
         spills.append(spill)
     out = fused if fused.ndim == 3 else fused[..., None]
     # Only pixels the spill reaches change: clean every source there and blend them again.
     for start in range(0, shape[0], _ROWS):
         rows = slice(start, start + _ROWS)
         near = [_upsampled_rows(spill, shape, rows) for spill in spills]
-        near = [n if n.ndim == 3 else n[..., None] for n in near]
         touched = np.any([n[..., 0] > 1e-4 for n in near], axis=0)
         if not touched.any():
             continue
-        stacked = np.stack([c[rows][touched] for c in colour]).astype(np.float32)  # (N, T, C)
+        stacked = np.stack([c[rows][touched] for c in colour]).astype(np.float64)  # (N, T, C)
         lowest, highest = stacked.min(axis=0), stacked.max(axis=0)
+        block_weights = [w[rows][touched].astype(np.float64) for w in weights]
+        block_weights.insert(0, 1.0 - np.sum(block_weights, axis=0))
         total = np.zeros(stacked.shape[1:], np.float64)
         for own, spill in enumerate(near):
             own_share = np.maximum(1.0 - spill[..., 0][touched], MIN_OWN_SHARE)[:, None]
             clean = np.clip((stacked[own] - spill[..., 1:][touched]) / own_share, lowest, highest)
-            total += weights[own][rows][touched][:, None] * clean
+            total += block_weights[own][:, None] * clean
         block = out[rows]
         block[touched] = round_to_dtype(total, images[0].dtype)
     return out if fused.ndim == 3 else out[..., 0]

@@ -144,7 +144,8 @@ class FusionOptions:
     def from_text(cls, text: str) -> "FusionOptions":
         """Options from ``key=value,...`` (field names, as the ``mfkeras-fuse`` flags; '' gives the defaults).
 
-        Booleans read ``true``/``false``; fields that default to None read a number or a choice.
+        Booleans (also ``halo_removal``) read ``true``/``false``; the other fields that default
+        to None read a number or a choice.
         """
         defaults, changes = cls(), {}
         types = {field.name: str(field.type) for field in dataclasses.fields(cls)}

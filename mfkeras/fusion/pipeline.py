@@ -177,7 +177,7 @@ def fuse_scored_pair(
         final = soften_boundary(final, decision, focus, options)
     with times.stage("blend"):
         if options.halo_removal:
-            fused = blend_without_halos([first, second], np.stack([final, 1.0 - final]), grays)
+            fused = blend_without_halos([second, first], final[None], [gray_b, gray_a])
         else:
             fused = blend(first, second, final)
     source_index = np.where(decision, 0, 1).astype(np.int32)
@@ -200,7 +200,7 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side, times, progr
             weights = soften_stack_boundary(weights, labels, initial, focus, options)
     with times.stage("blend"):
         if options.halo_removal:
-            fused = blend_without_halos(images, weights, grays)
+            fused = blend_without_halos(images, weights[1:], grays)
         else:
             fused = blend_stack(images, weights[1:])
     return FusionResult(fused, scores, focus, initial, labels, weights, labels)

@@ -200,6 +200,12 @@ def test_module_fuse_matches_python_fuse_for_the_default_decision_network(option
     np.testing.assert_allclose(got["weight_map"][agree], expected.final_decision[agree], atol=1e-4)
 
 
+def test_module_refuses_halo_removal_it_cannot_run(tiny_model):
+    with pytest.raises(ValueError, match="halo removal"):
+        export.FusionModule(tiny_model, fusion.FusionOptions(halo_removal=True))
+    assert export.FusionModule(zoo.load_patch_model(), fusion.FusionOptions()).options.halo_removal is False
+
+
 def test_module_score_map_matches_inference(tiny_model):
     network = fusion.as_score_network(tiny_model)
     rng = np.random.default_rng(8)

@@ -70,9 +70,11 @@ def test_the_default_rule_blends_without_halos_by_the_refined_weights(default_mo
     from mfkeras.fusion.blending import blend
 
     result = pipeline.fuse(demo_sources, default_model)
-    weights = np.stack([result.final_decision, 1.0 - result.final_decision])
-    grays = [to_unit_gray(s) for s in demo_sources]
-    np.testing.assert_array_equal(result.fused, halo.blend_without_halos(demo_sources, weights, grays))
+    first, second = demo_sources
+    expected = halo.blend_without_halos(
+        [second, first], result.final_decision[None], [to_unit_gray(second), to_unit_gray(first)]
+    )
+    np.testing.assert_array_equal(result.fused, expected)
     plain = pipeline.fuse(demo_sources, default_model, FusionOptions(halo_removal=False))
     np.testing.assert_array_equal(plain.final_decision, result.final_decision)
     np.testing.assert_array_equal(plain.fused, blend(*demo_sources, result.final_decision))

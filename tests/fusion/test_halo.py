@@ -64,7 +64,7 @@ def test_estimate_defocus_gives_none_for_a_sliver():
 
 def test_the_far_sides_pixels_are_the_model_solved_by_hand():
     truth, frames, weights, grays = _scene()
-    fused = halo.blend_without_halos(frames, weights, grays)
+    fused = halo.blend_without_halos(frames, weights[1:], grays)
     near, far = (f.astype(np.float64) for f in frames)
     kernel = halo.defocus_kernel("disc", 3.0)
     share = cv2.filter2D(weights[0].astype(np.float64), -1, kernel, borderType=cv2.BORDER_REFLECT)
@@ -82,7 +82,7 @@ def test_the_far_sides_pixels_are_the_model_solved_by_hand():
 
 def test_out_of_reach_pixels_are_the_plain_blend_and_all_lie_between_the_sources():
     truth, frames, weights, grays = _scene(kind="gaussian", radius=2.0)
-    fused = halo.blend_without_halos(frames, weights, grays)
+    fused = halo.blend_without_halos(frames, weights[1:], grays)
     plain = blend_stack(frames, weights[1:])
     reach = halo.defocus_kernel("gaussian", 2.0).shape[0]
     edge = cv2.dilate(weights[0], np.ones((reach, reach))) != cv2.erode(weights[0], np.ones((reach, reach)))
@@ -94,15 +94,15 @@ def test_out_of_reach_pixels_are_the_plain_blend_and_all_lie_between_the_sources
 def test_identical_frames_and_swapped_inputs():
     truth, frames, weights, grays = _scene()
     same = [frames[1], frames[1].copy()]
-    np.testing.assert_array_equal(halo.blend_without_halos(same, weights, [grays[1]] * 2), frames[1])
-    forward = halo.blend_without_halos(frames, weights, grays).astype(int)
-    backward = halo.blend_without_halos(frames[::-1], weights[::-1], grays[::-1]).astype(int)
+    np.testing.assert_array_equal(halo.blend_without_halos(same, weights[1:], [grays[1]] * 2), frames[1])
+    forward = halo.blend_without_halos(frames, weights[1:], grays).astype(int)
+    backward = halo.blend_without_halos(frames[::-1], weights[::-1][1:], grays[::-1]).astype(int)
     assert np.abs(forward - backward).max() <= 1
 
 
 def test_stacks_lose_their_halos_too():
     truth, frames, weights, grays = _scene(count=3, radius=2.0, shape=(120, 120, 3))
-    fused = halo.blend_without_halos(frames, weights, grays)
+    fused = halo.blend_without_halos(frames, weights[1:], grays)
     plain = blend_stack(frames, weights[1:])
     assert _band_error(truth, fused, weights) < 0.85 * _band_error(truth, plain, weights)
     assert np.all(fused >= np.minimum.reduce(frames)) and np.all(fused <= np.maximum.reduce(frames))
@@ -111,9 +111,9 @@ def test_stacks_lose_their_halos_too():
 def test_large_images_are_fitted_at_a_reduced_scale(monkeypatch):
     truth, frames, weights, grays = _scene(radius=6.0, shape=(160, 176, 3))
     plain = blend_stack(frames, weights[1:])
-    whole = halo.blend_without_halos(frames, weights, grays)
+    whole = halo.blend_without_halos(frames, weights[1:], grays)
     monkeypatch.setattr(halo, "ESTIMATION_SIDE", 80)  # scale 2: kernels of radius 3 at half size
-    fused = halo.blend_without_halos(frames, weights, grays)
+    fused = halo.blend_without_halos(frames, weights[1:], grays)
     assert not np.array_equal(fused, whole)
     assert _band_error(truth, fused, weights) < 0.92 * _band_error(truth, plain, weights)
     assert _band_error(truth, fused, weights) < 1.02 * _band_error(truth, whole, weights)
@@ -123,13 +123,43 @@ def test_large_images_are_fitted_at_a_reduced_scale(monkeypatch):
 def test_gray_and_float_images_keep_their_kind():
     truth, frames, weights, grays = _scene()
     gray = [f[..., 0] for f in frames]
-    fused = halo.blend_without_halos(gray, weights, grays)
+    fused = halo.blend_without_halos(gray, weights[1:], grays)
     assert fused.shape == gray[0].shape and fused.dtype == np.uint8
-    colour = halo.blend_without_halos([np.repeat(g[..., None], 3, -1) for g in gray], weights, grays)
+    colour = halo.blend_without_halos([np.repeat(g[..., None], 3, -1) for g in gray], weights[1:], grays)
     np.testing.assert_array_equal(fused, colour[..., 0])
-    unit = halo.blend_without_halos([f.astype(np.float32) / 255 for f in frames], weights, grays)
+    unit = halo.blend_without_halos([f.astype(np.float32) / 255 for f in frames], weights[1:], grays)
     assert unit.dtype == np.float32
-    assert np.abs(unit * 255 - halo.blend_without_halos(frames, weights, grays)).max() <= 0.51
+    assert np.abs(unit * 255 - halo.blend_without_halos(frames, weights[1:], grays)).max() <= 0.51
+    deep = halo.blend_without_halos([f.astype(np.uint16) * 257 for f in frames], weights[1:], grays)
+    assert deep.dtype == np.uint16
+    assert np.abs(deep / 257 - halo.blend_without_halos(frames, weights[1:], grays)).max() <= 0.51
+
+
+def test_row_blocks_do_not_change_the_result(monkeypatch):
+    truth, frames, weights, grays = _scene(shape=(300, 90, 3))
+    whole = halo.blend_without_halos(frames, weights[1:], grays)
+    monkeypatch.setattr(halo, "_ROWS", 37)
+    np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), whole)
+    monkeypatch.setattr(halo, "ESTIMATION_SIDE", 40)  # and at a reduced scale (3), blocks or not
+    blocks = halo.blend_without_halos(frames, weights[1:], grays)
+    monkeypatch.setattr(halo, "_ROWS", 1000)
+    np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f, w, g: (f[:1], w[:0], g[:1]), "two or more"),
+    (lambda f, w, g: ([f[0], f[1][:-1]], w, g), "one shape"),
+    (lambda f, w, g: (f, w[0], g), "weights must be"),
+    (lambda f, w, g: (f, np.concatenate([w, w]), g), "weights must be"),
+    (lambda f, w, g: (f, w, g[:1]), "grays must be"),
+    (lambda f, w, g: (f, w, [g[0], g[1][:-2]]), "grays must be"),
+])
+def test_bad_inputs_are_named(change, message):
+    truth, frames, weights, grays = _scene()
+    with pytest.raises(ValueError, match=message):
+        halo.blend_without_halos(*change(frames, weights[1:], grays))
+    with pytest.raises(ValueError, match="one"):
+        halo.estimate_defocus(grays[0], grays[1][:-1], weights[0] > 0.5)
 
 
 def test_upsampled_rows_are_the_rows_of_a_whole_resize():
@@ -138,6 +168,8 @@ def test_upsampled_rows_are_the_rows_of_a_whole_resize():
     for rows in (slice(0, 37), slice(37, 101), slice(150, 406)):
         got = halo._upsampled_rows(small, (160, 200), rows)
         assert got.shape == whole[rows].shape
-        # remap interpolates at 1/32 pixel, resize exactly: the difference is tiny on smooth maps
-        np.testing.assert_allclose(got, whole[rows], atol=0.01 * np.ptp(small))
+        np.testing.assert_allclose(got, whole[rows], atol=1e-5)
     np.testing.assert_array_equal(halo._upsampled_rows(small, (40, 50), slice(3, 9)), small[3:9])
+    # wider than OpenCV's remap allows (32767 pixels) is fine too
+    wide = halo._upsampled_rows(small[..., 0], (120, 40000), slice(0, 10))
+    assert wide.shape == (10, 40000)
