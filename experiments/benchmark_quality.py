@@ -37,6 +37,11 @@ flags.DEFINE_string("voc_dir", str(REPO_ROOT.parent / "shared/data/voc2012-train
 flags.DEFINE_integer("pairs", 300, "Generated pairs.")
 flags.DEFINE_integer("stacks", 50, "Generated five-frame stacks.")
 flags.DEFINE_integer("band", 8, "Half width k of the boundary band, pixels.")
+flags.DEFINE_list(
+    "kernels", ["disc", "gaussian"],
+    "Defocus kernels the samples are rendered with (groundtruth.LENS_KERNELS; hexagon and ring "
+    "lie outside the family halo removal fits).",
+)
 flags.DEFINE_list("models", None, "Shipped models to evaluate (default: all of them).")
 flags.DEFINE_multi_string(
     "rule", [], "Also the default model with these FusionOptions fields changed, e.g. "
@@ -211,16 +216,18 @@ def cv2_box(values, radius: int):
     return cv2.blur(values, (2 * radius + 1, 2 * radius + 1))
 
 
-def sample_for(sources: list, index: int, frames: int):
-    """Sample ``index``: from image ``index`` (cycled) with seed ``index``; an image that cannot
-    be split into ``frames`` layers gives way to the next one, deterministically."""
+def sample_for(sources: list, index: int, frames: int, config=None):
+    """Sample ``index``: from image ``index`` (cycled) with seed ``index`` (and the generator's
+    ``config``, default DefocusConfig()); an image that cannot be split into ``frames`` layers
+    gives way to the next one, deterministically."""
     from mfkeras.evaluation import groundtruth
     from mfkeras.io import images
 
+    config = config or groundtruth.DefocusConfig()
     for offset in range(len(sources)):
         try:
             image = images.read_image(sources[(index + offset) % len(sources)])
-            return groundtruth.make_sample(image, frames, seed=index)
+            return groundtruth.make_sample(image, frames, seed=index, config=config)
         except ValueError:
             continue
     raise ValueError(f"No development image splits into {frames} depth layers.")
@@ -234,6 +241,7 @@ def main(argv):
         from mfkeras.io import images
         from mfkeras.network import zoo
 
+        config = groundtruth.DefocusConfig(kernels=tuple(FLAGS.kernels))
         sources = [p for p in images.list_images(FLAGS.voc_dir) if groundtruth.is_development_image(p)]
         if not sources:
             raise ValueError(f"No development images in {FLAGS.voc_dir}.")
@@ -251,11 +259,11 @@ def main(argv):
         peers = peer_commands()
         start = time.perf_counter()
         report = {"machine": provenance.describe_machine(), "development_images": len(sources),
-                  "band": FLAGS.band, "default_model": zoo.DEFAULT_MODEL}
+                  "band": FLAGS.band, "kernels": list(config.kernels), "default_model": zoo.DEFAULT_MODEL}
         scratch = tempfile.mkdtemp(prefix="mfkeras-quality-")
         try:
             for kind, count, frames in (("pairs", FLAGS.pairs, 2), ("stacks", FLAGS.stacks, 5)):
-                samples = (sample_for(sources, i, frames) for i in range(count))
+                samples = (sample_for(sources, i, frames, config) for i in range(count))
                 keep = FLAGS.figure_pairs if (FLAGS.figure and kind == "pairs") else 0
                 figures, kept = evaluate(samples, methods, peers, scratch, keep)
                 report[kind] = {"count": count, "methods": figures}

@@ -3,7 +3,8 @@
 Depth layers follow the image's own object boundaries: each nearer layer is the foreground
 GrabCut finds in a random rectangle (a random smooth blob only when GrabCut finds no usable
 object). Each frame focuses one layer; every other layer is defocused by a disc or Gaussian
-kernel whose radius grows with its depth distance, and the layers are composited back to
+kernel whose radius grows with its depth distance (or, to test methods on lenses outside that
+family, a six-bladed aperture's hexagon or a bright-rimmed disc), and the layers are composited back to
 front with premultiplied alpha (a layered thin-lens model). So a defocused foreground spreads
 over the sharp background behind it, which is what makes halos, and a sharp foreground cuts a
 defocused background cleanly. Everything is deterministic given the seed.
@@ -20,6 +21,36 @@ from mfkeras.fusion.halo import KERNELS, defocus_blur, defocus_kernel  # noqa: F
 from mfkeras.io.color import to_gray
 from mfkeras.training.split import is_development_image  # noqa: F401  (the split, re-exported)
 
+# Kernels the generator renders with: the halo model's family (KERNELS, the default) and two
+# lens shapes outside it, for measuring how methods fare on defocus they were not fitted to.
+LENS_KERNELS = (*KERNELS, "hexagon", "ring")
+
+
+def lens_kernel(kind: str, radius: float) -> np.ndarray:
+    """A normalised defocus kernel of one of ``LENS_KERNELS`` with radius ``radius`` pixels.
+
+    ``disc`` and ``gaussian`` are :func:`defocus_kernel`'s; ``hexagon`` is the anti-aliased
+    image of a six-bladed aperture (circumradius ``radius``); ``ring`` is a disc twice as bright
+    at its rim as at its centre (over-corrected spherical aberration, "soap-bubble" bokeh).
+    """
+    if kind in KERNELS:
+        return defocus_kernel(kind, radius)
+    if kind not in LENS_KERNELS:
+        raise ValueError(f"kind must be one of {LENS_KERNELS}. Received: kind={kind!r}")
+    if radius <= 0:
+        return np.ones((1, 1), np.float64)
+    half = int(np.ceil(radius)) + 1
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    if kind == "hexagon":
+        apothem = radius * np.sqrt(3.0) / 2.0
+        angles = np.deg2rad([0.0, 60.0, 120.0])  # the normals of the three pairs of sides
+        distance = np.max([np.abs(x * np.cos(a) + y * np.sin(a)) for a in angles], axis=0)
+        kernel = np.clip(apothem + 0.5 - distance, 0.0, 1.0)
+    else:
+        rho = np.hypot(x, y)
+        kernel = np.clip(radius + 0.5 - rho, 0.0, 1.0) * (1.0 + np.minimum(rho / radius, 1.0) ** 2)
+    return kernel / kernel.sum()
+
 
 @dataclasses.dataclass(frozen=True)
 class DefocusConfig:
@@ -27,7 +58,8 @@ class DefocusConfig:
 
     Attributes:
         radius_steps: blur radii (pixels) per unit of depth distance to choose from.
-        kernels: the defocus kernels to choose from (``disc``, ``gaussian``).
+        kernels: the defocus kernels to choose from (``LENS_KERNELS``; default ``disc`` and
+            ``gaussian``, the family halo removal fits).
         min_layer_fraction: the smallest share of the image each layer of a pair must keep;
             with N layers each must keep ``2 / N`` of it.
         grabcut_tries: random rectangles tried per layer before falling back to a blob.
@@ -41,9 +73,9 @@ class DefocusConfig:
     def __post_init__(self):
         if not self.radius_steps or min(self.radius_steps) <= 0:
             raise ValueError(f"radius_steps must be positive. Received: radius_steps={self.radius_steps}")
-        unknown = [k for k in self.kernels if k not in KERNELS]
+        unknown = [k for k in self.kernels if k not in LENS_KERNELS]
         if unknown or not self.kernels:
-            raise ValueError(f"kernels must be from {KERNELS}. Received: kernels={self.kernels}")
+            raise ValueError(f"kernels must be from {LENS_KERNELS}. Received: kernels={self.kernels}")
 
 
 @dataclasses.dataclass
@@ -113,7 +145,7 @@ def render_frame(image: np.ndarray, labels: np.ndarray, focus: int, kernel: str,
     colour = source if source.ndim == 3 else source[..., None]
     result = None
     for layer in range(int(labels.max()) + 1):
-        weights = defocus_kernel(kernel, radius_step * abs(layer - focus))
+        weights = lens_kernel(kernel, radius_step * abs(layer - focus))
         alpha = (labels == layer).astype(np.float64)
         blurred_alpha = defocus_blur(alpha, weights)
         blurred_colour = np.stack([defocus_blur(colour[..., c] * alpha, weights) for c in range(colour.shape[2])], -1)

@@ -71,6 +71,42 @@ def test_kernels_are_normalised_and_bad_settings_named():
         groundtruth.DefocusConfig(kernels=("box",))
 
 
+def test_lens_kernels_outside_the_halo_family_have_their_shapes():
+    for kind in groundtruth.LENS_KERNELS:
+        for radius in (0, 1.5, 6):
+            kernel = groundtruth.lens_kernel(kind, radius)
+            assert kernel.sum() == pytest.approx(1.0) and np.all(kernel >= 0)
+            np.testing.assert_allclose(kernel, kernel[::-1, ::-1], atol=1e-12)  # point-symmetric
+    radius = 12.0
+    # The hexagon covers the area of a regular hexagon of circumradius r: (3 sqrt 3 / 2) r^2.
+    raw = groundtruth.lens_kernel("hexagon", radius)
+    support = raw / raw.max()
+    assert support.sum() == pytest.approx(1.5 * np.sqrt(3) * radius**2, rel=0.02)
+    half = raw.shape[0] // 2
+    # Corners on the y axis (circumradius 12), flat sides across x (apothem = r sqrt(3) / 2 = 10.4).
+    assert raw[half + 11, half] > 0 and raw[half, half + 11] == 0 and raw[half, half + 10] > 0
+    ring = groundtruth.lens_kernel("ring", radius)
+    half = ring.shape[0] // 2
+    assert ring[half, half + 11] == pytest.approx(ring[half, half] * (1 + (11 / radius) ** 2))
+    np.testing.assert_array_equal(groundtruth.lens_kernel("disc", 3.0), groundtruth.defocus_kernel("disc", 3.0))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        groundtruth.lens_kernel("box", 2)
+
+
+@pytest.mark.parametrize("kind", ["hexagon", "ring"])
+def test_samples_render_with_lens_kernels_outside_the_family(kind):
+    image = _scene(3)
+    config = groundtruth.DefocusConfig(kernels=(kind,))
+    sample = groundtruth.make_sample(image, 2, seed=5, config=config)
+    assert sample.kernel == kind
+    default = groundtruth.make_sample(image, 2, seed=5)
+    np.testing.assert_array_equal(sample.labels, default.labels)  # the kernel choice alone differs
+    near = sample.labels == 0
+    expected = groundtruth.render_frame(image, 1 - sample.labels, 1, kind, sample.radius_step)  # frame 0: the near layer
+    np.testing.assert_array_equal(sample.frames[0], expected)
+    assert not np.array_equal(sample.frames[1][near], default.frames[1][near])
+
+
 def test_development_split_is_fixed_by_name():
     names = [f"2007_{i:06d}.jpg" for i in range(2000)]
     chosen = [n for n in names if groundtruth.is_development_image(n)]
