@@ -139,17 +139,17 @@ def _linear_taps(size: int, small: int, start: int, stop: int) -> tuple:
 
 
 def _upsampled_rows(values: np.ndarray, shape: tuple, rows: slice) -> np.ndarray:
-    """Rows ``rows`` of ``values`` (H', W'[, C]) resized bilinearly to ``shape`` (H, W)."""
+    """Rows ``rows`` of ``values`` (H', W'[, C]) resized bilinearly to ``shape`` (H, W): the
+    rows interpolated here, then the columns by ``cv2.resize`` (any width)."""
     if values.shape[:2] == tuple(shape):
         return values[rows]
     height, width = shape
     top, bottom, fy = _linear_taps(height, values.shape[0], rows.start, min(rows.stop, height))
-    left, right, fx = _linear_taps(width, values.shape[1], 0, width)
     values = np.asarray(values, np.float32)
-    extra = (None,) * (values.ndim - 2)  # broadcast over channels
-    fy, fx = fy[(slice(None), *extra)], fx[(slice(None), *extra)]
-    lines = values[top] + fy[:, None] * (values[bottom] - values[top])
-    return lines[:, left] + fx[None] * (lines[:, right] - lines[:, left])
+    fy = fy[(slice(None), *(None,) * (values.ndim - 1))]  # broadcast over columns and channels
+    lines = values[top] + fy * (values[bottom] - values[top])
+    return cv2.resize(lines, (width, lines.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(
+        lines.shape[0], width, *values.shape[2:])
 
 
 def _check_inputs(images, weights, grays) -> None:
@@ -195,6 +195,15 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
     small_grays = [small(g) for g in grays]
     colour = [image if image.ndim == 3 else image[..., None] for image in images]
     channels = colour[0].shape[2]
+    # Each source's light where it is sharp, premultiplied: its weight, then weight x colour.
+    lights = [None] * count
+
+    def light(index):
+        if lights[index] is None:
+            weight = small_weights[index][..., None]
+            lights[index] = np.concatenate([weight, small(colour[index]).reshape(*small_shape, channels) * weight], -1)
+        return lights[index]
+
     # What reaches each source from the others: the share of its light, then that light per channel.
     spills = []
     for own in range(count):
@@ -203,12 +212,8 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
             region = small_weights[other] > 0.5
             kernel = None if other == own or not region.any() else estimate_defocus(
                 small_grays[other], small_grays[own], region)
-            if kernel is None:
-                continue
-            kernel = kernel.astype(np.float32)
-            spill[..., 0] += defocus_blur(small_weights[other], kernel)
-            for c in range(channels):
-                spill[..., c + 1] += defocus_blur(small(colour[other][..., c]) * small_weights[other], kernel)
+            if kernel is not None:
+                spill += defocus_blur(light(other), kernel.astype(np.float32)).reshape(spill.shape)
         spills.append(spill)
     out = fused if fused.ndim == 3 else fused[..., None]
     # Only pixels the spill reaches change: clean every source there and blend them again.
@@ -218,15 +223,17 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         touched = np.any([n[..., 0] > 1e-4 for n in near], axis=0)
         if not touched.any():
             continue
-        stacked = np.stack([c[rows][touched] for c in colour]).astype(np.float64)  # (N, T, C)
+        index = np.flatnonzero(touched)  # gathered once per block, as flat pixel positions
+        stacked = np.stack([c[rows].reshape(-1, channels)[index] for c in colour]).astype(np.float64)  # (N, T, C)
         lowest, highest = stacked.min(axis=0), stacked.max(axis=0)
-        block_weights = [w[rows][touched].astype(np.float64) for w in weights]
+        block_weights = [w[rows].reshape(-1)[index].astype(np.float64) for w in weights]
         block_weights.insert(0, 1.0 - np.sum(block_weights, axis=0))
         total = np.zeros(stacked.shape[1:], np.float64)
         for own, spill in enumerate(near):
-            own_share = np.maximum(1.0 - spill[..., 0][touched], MIN_OWN_SHARE)[:, None]
-            clean = np.clip((stacked[own] - spill[..., 1:][touched]) / own_share, lowest, highest)
+            spill = spill.reshape(-1, channels + 1)[index]
+            own_share = np.maximum(1.0 - spill[:, 0], MIN_OWN_SHARE)[:, None]
+            clean = np.clip((stacked[own] - spill[:, 1:]) / own_share, lowest, highest)
             total += block_weights[own][:, None] * clean
-        block = out[rows]
-        block[touched] = round_to_dtype(total, images[0].dtype)
+        block = np.reshape(out[rows], (-1, channels), copy=False)  # a view: rows of a C-contiguous array
+        block[index] = round_to_dtype(total, images[0].dtype)
     return out if fused.ndim == 3 else out[..., 0]

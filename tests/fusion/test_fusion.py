@@ -122,6 +122,22 @@ def test_blend_rounds_half_away_from_zero_and_saturates():
     np.testing.assert_array_equal(fusion.blend(first, second, weights), [[11, 12, 255]])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_round_to_dtype_is_half_away_from_zero_then_saturated(dtype):
+    from mfkeras.fusion.blending import round_to_dtype
+
+    info = np.iinfo(dtype)
+    edges = [-1e9, info.min - 0.5, -2.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 254.5, 255.5, info.max - 0.5,
+             info.max + 0.49, 1e9]
+    values = np.concatenate([edges, np.random.default_rng(0).uniform(info.min - 9, info.max + 9, 5000)])
+    for kind in (np.float64, np.float32):
+        cast = values.astype(kind)
+        expected = [min(max(int(np.sign(v)) * int(np.floor(abs(float(v)) + 0.5)), info.min), info.max) for v in cast]
+        got = round_to_dtype(cast.copy(), dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, np.array(expected))
+
+
 def test_three_images_fuse_pairwise_in_sequence(tiny_model):
     images = [_textured((32, 40), seed=s) for s in (4, 5, 6)]
     result = fusion.fuse(images, tiny_model, fusion.FusionOptions(stack_method="sequential"))
