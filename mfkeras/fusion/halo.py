@@ -205,8 +205,12 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         return lights[index]
 
     # What reaches each source from the others: the share of its light, then that light per channel.
+    # (None for a source whose weight is zero everywhere: its cleaned pixels would count for nothing.)
     spills = []
     for own in range(count):
+        if not np.any(small_weights[own] > 0):
+            spills.append(None)
+            continue
         spill = np.zeros((*small_shape, channels + 1), np.float32)
         for other in range(count):
             region = small_weights[other] > 0.5
@@ -219,8 +223,8 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
     # Only pixels the spill reaches change: clean every source there and blend them again.
     for start in range(0, shape[0], _ROWS):
         rows = slice(start, start + _ROWS)
-        near = [_upsampled_rows(spill, shape, rows) for spill in spills]
-        touched = np.any([n[..., 0] > 1e-4 for n in near], axis=0)
+        near = [None if spill is None else _upsampled_rows(spill, shape, rows) for spill in spills]
+        touched = np.any([n[..., 0] > 1e-4 for n in near if n is not None], axis=0)
         if not touched.any():
             continue
         index = np.flatnonzero(touched)  # gathered once per block, as flat pixel positions
@@ -230,6 +234,8 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         block_weights.insert(0, 1.0 - np.sum(block_weights, axis=0))
         total = np.zeros(stacked.shape[1:], np.float64)
         for own, spill in enumerate(near):
+            if spill is None:
+                continue
             spill = spill.reshape(-1, channels + 1)[index]
             own_share = np.maximum(1.0 - spill[:, 0], MIN_OWN_SHARE)[:, None]
             clean = np.clip((stacked[own] - spill[:, 1:]) / own_share, lowest, highest)

@@ -135,6 +135,21 @@ def test_gray_and_float_images_keep_their_kind():
     assert np.abs(deep / 257 - halo.blend_without_halos(frames, weights[1:], grays)).max() <= 0.51
 
 
+def test_a_source_without_weight_changes_nothing_and_is_not_cleaned(monkeypatch):
+    truth, frames, weights, grays = _scene()
+    pair = halo.blend_without_halos(frames, weights[1:], grays)
+    fits = []
+    fit = halo.estimate_defocus
+    monkeypatch.setattr(halo, "estimate_defocus", lambda *args: fits.append(1) or fit(*args))
+    # A third frame, a copy of the second, with weight zero everywhere: same bounds, same blend.
+    unused = np.concatenate([weights[1:], np.zeros_like(weights[:1])])
+    fused = halo.blend_without_halos([*frames, frames[1].copy()], unused, [*grays, grays[1]])
+    np.testing.assert_array_equal(fused, pair)
+    # Fits: the two used frames from each other only (the unused frame has no sharp region to
+    # spill from, and nothing of it is cleaned).
+    assert len(fits) == 2
+
+
 def test_row_blocks_do_not_change_the_result(monkeypatch):
     truth, frames, weights, grays = _scene(shape=(300, 90, 3))
     whole = halo.blend_without_halos(frames, weights[1:], grays)
