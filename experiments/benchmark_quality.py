@@ -37,10 +37,10 @@ flags.DEFINE_string("voc_dir", str(REPO_ROOT.parent / "shared/data/voc2012-train
 flags.DEFINE_integer("pairs", 300, "Generated pairs.")
 flags.DEFINE_integer("stacks", 50, "Generated five-frame stacks.")
 flags.DEFINE_integer("band", 8, "Half width k of the boundary band, pixels.")
-flags.DEFINE_list(
-    "kernels", ["disc", "gaussian"],
-    "Defocus kernels the samples are rendered with (groundtruth.LENS_KERNELS; hexagon and ring "
-    "lie outside the family halo removal fits).",
+flags.DEFINE_multi_enum(
+    "kernels", ["disc", "gaussian"], ["disc", "gaussian", "hexagon", "ring"],
+    "Defocus kernels the samples are rendered with, one flag each (groundtruth.LENS_KERNELS; "
+    "hexagon and ring lie outside the family halo removal fits).",
 )
 flags.DEFINE_list("models", None, "Shipped models to evaluate (default: all of them).")
 flags.DEFINE_multi_string(

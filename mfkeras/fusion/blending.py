@@ -58,8 +58,8 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
 
 def round_to_dtype(values: np.ndarray, dtype) -> np.ndarray:
     """Float values as ``dtype``: integers rounded half away from zero and saturated."""
-    if np.issubdtype(dtype, np.unsignedinteger):  # the same rounding, in three passes
-        clipped = np.clip(values, 0, np.iinfo(dtype).max)
+    if np.issubdtype(dtype, np.unsignedinteger) and np.issubdtype(np.asarray(values).dtype, np.floating):
+        clipped = np.clip(values, 0, np.iinfo(dtype).max)  # the same rounding, in three passes
         clipped += 0.5
         return np.floor(clipped, out=clipped).astype(dtype)
     if np.issubdtype(dtype, np.integer):

@@ -9,10 +9,11 @@ themselves (frame i against blurred copies of frame j inside frame j's sharp reg
 or a Gaussian of radius 0.5-24 px in half-pixel steps at the estimation scale, which is the
 image's own up to a short side of ``ESTIMATION_SIDE`` and reduced by a whole factor s above it,
 so radii 0.5 s-24 s px), the model is solved for ``clean_i``, and the result is clipped between
-the sources' values at each pixel, so with weights in [0, 1] a fused pixel still lies between
-the sources'. Every source is cleaned as if the others were in front of it: where one is not,
-its clipped correction is small (measured on the development split, README). Out of a kernel's
-reach of any other source's weight nothing changes but the float rounding of the blend.
+the sources' values at each pixel, so with non-negative weights that sum to at most 1 a fused
+pixel still lies between the sources'. Every source is cleaned as if the others were in front of
+it: where one is not, its clipped correction is small (measured on the development split,
+README). A source whose weight is zero everywhere is not cleaned (it still bounds the clip).
+Pixels out of a kernel's reach of any other source's weight are the plain blend's.
 """
 
 from __future__ import annotations
@@ -153,10 +154,10 @@ def _upsampled_rows(values: np.ndarray, shape: tuple, rows: slice) -> np.ndarray
 
 
 def _check_inputs(images, weights, grays) -> None:
-    shape = np.shape(images[0])[:2]
     if len(images) < 2 or any(np.shape(image) != np.shape(images[0]) for image in images):
         raise ValueError(f"images must be two or more arrays of one shape. Received shapes: "
                          f"{[np.shape(image) for image in images]}")
+    shape = np.shape(images[0])[:2]
     if np.shape(weights) != (len(images) - 1, *shape):
         raise ValueError(f"weights must be (N - 1, H, W) = {(len(images) - 1, *shape)}, the weights of "
                          f"images[1:]. Received: {np.shape(weights)}")
@@ -172,7 +173,7 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         images: N equal-shape images, (H, W) or (H, W, C).
         weights: (N - 1, H, W) weights of ``images[1:]``; ``images[0]`` has the rest (1 minus
             their sum), as for :func:`blend_stack`. For a pair ``(first, second)`` with first's
-            weights ``w``: ``blend_without_halos([second, first], w[None], [gray_b, gray_a])``.
+            weights ``w``: ``blend_without_halos([second, first], w[None], [gray(second), gray(first)])``.
         grays: the images' (H, W) gray versions (any common scale); kernels are fitted on them.
 
     Returns:
@@ -240,6 +241,6 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
             own_share = np.maximum(1.0 - spill[:, 0], MIN_OWN_SHARE)[:, None]
             clean = np.clip((stacked[own] - spill[:, 1:]) / own_share, lowest, highest)
             total += block_weights[own][:, None] * clean
-        block = np.reshape(out[rows], (-1, channels), copy=False)  # a view: rows of a C-contiguous array
-        block[index] = round_to_dtype(total, images[0].dtype)
+        block_rows, columns = np.divmod(index, shape[1])
+        out[start + block_rows, columns] = round_to_dtype(total, images[0].dtype)
     return out if fused.ndim == 3 else out[..., 0]

@@ -136,6 +136,8 @@ def test_round_to_dtype_is_half_away_from_zero_then_saturated(dtype):
         got = round_to_dtype(cast.copy(), dtype)
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, np.array(expected))
+    integers = np.array([info.min, -3, 5, 300, info.max], np.int64)  # integer input: saturated only
+    np.testing.assert_array_equal(round_to_dtype(integers, dtype), np.clip(integers, info.min, info.max))
 
 
 def test_three_images_fuse_pairwise_in_sequence(tiny_model):

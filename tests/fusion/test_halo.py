@@ -157,6 +157,7 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), whole)
     monkeypatch.setattr(halo, "ESTIMATION_SIDE", 40)  # and at a reduced scale (3), blocks or not
     blocks = halo.blend_without_halos(frames, weights[1:], grays)
+    assert not np.array_equal(blocks, blend_stack(frames, weights[1:]))  # kernels were fitted and applied
     monkeypatch.setattr(halo, "_ROWS", 1000)
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
 
@@ -187,4 +188,20 @@ def test_upsampled_rows_are_the_rows_of_a_whole_resize():
     np.testing.assert_array_equal(halo._upsampled_rows(small, (40, 50), slice(3, 9)), small[3:9])
     # wider than OpenCV's remap allows (32767 pixels) is fine too
     wide = halo._upsampled_rows(small[..., 0], (120, 40000), slice(0, 10))
-    assert wide.shape == (10, 40000)
+    np.testing.assert_allclose(wide, cv2.resize(small[..., 0], (40000, 120), interpolation=cv2.INTER_LINEAR)[:10],
+                               atol=1e-5)
+
+
+def test_any_memory_layout_and_channel_count():
+    truth, frames, weights, grays = _scene()
+    fused = halo.blend_without_halos(frames, weights[1:], grays)
+    # Transposed (non-contiguous) frames give the transposed result.
+    turned = halo.blend_without_halos([f.transpose(1, 0, 2) for f in frames], weights[1:].transpose(0, 2, 1),
+                                      [g.T for g in grays])
+    np.testing.assert_array_equal(turned, fused.transpose(1, 0, 2))
+    # A fourth channel is cleaned on its own: the first three are those of the colour result.
+    alpha = [np.concatenate([f, f[..., :1]], -1) for f in frames]
+    four = halo.blend_without_halos(alpha, weights[1:], grays)
+    assert four.shape == (*fused.shape[:2], 4)
+    assert np.abs(four[..., :3].astype(int) - fused).max() <= 1 and np.mean(four[..., :3] != fused) < 1e-3
+    np.testing.assert_array_equal(four[..., 3], four[..., 0])
