@@ -38,7 +38,10 @@ FIT_VALUES = 2**22
 MIN_FIT_SAMPLES = 64
 # Smallest share of a pixel's light the model leaves to its own source (1 - spill).
 MIN_OWN_SHARE = 0.05
+# Rows cleaned at a time: at most _ROWS, and fewer where the block's float copies of every
+# source (spill, 4 (C + 1) bytes a pixel, and values, 8 C) would pass _BLOCK_BYTES.
 _ROWS = 256
+_BLOCK_BYTES = 2**27
 
 
 def defocus_kernel(kind: str, radius: float) -> np.ndarray:
@@ -222,8 +225,9 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         spills.append(spill)
     out = fused if fused.ndim == 3 else fused[..., None]
     # Only pixels the spill reaches change: clean every source there and blend them again.
-    for start in range(0, shape[0], _ROWS):
-        rows = slice(start, start + _ROWS)
+    rows_per_block = max(1, min(_ROWS, _BLOCK_BYTES // (shape[1] * count * (12 * channels + 4))))
+    for start in range(0, shape[0], rows_per_block):
+        rows = slice(start, start + rows_per_block)
         near = [None if spill is None else _upsampled_rows(spill, shape, rows) for spill in spills]
         touched = np.any([n[..., 0] > 1e-4 for n in near if n is not None], axis=0)
         if not touched.any():

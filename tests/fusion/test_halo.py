@@ -160,6 +160,8 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     assert not np.array_equal(blocks, blend_stack(frames, weights[1:]))  # kernels were fitted and applied
     monkeypatch.setattr(halo, "_ROWS", 1000)
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
+    monkeypatch.setattr(halo, "_BLOCK_BYTES", 1)  # one row at a time, whatever _ROWS says
+    np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
 
 
 @pytest.mark.parametrize("change, message", [
