@@ -108,6 +108,13 @@ def estimate_defocus(sharp: np.ndarray, blurred: np.ndarray, region: np.ndarray)
     shapes = {np.shape(sharp), np.shape(blurred), np.shape(region)}
     if len(shapes) != 1 or len(np.shape(sharp)) != 2:
         raise ValueError(f"sharp, blurred and region must be one (H, W) shape. Received: {sorted(shapes)}")
+    return _best_kernel(_candidate_predictions(sharp, region), blurred)
+
+
+def _candidate_predictions(sharp: np.ndarray, region: np.ndarray):
+    """Every candidate kernel's blur of ``sharp`` at the sampled pixels of ``region``:
+    (kernels, rows, cols, (samples, K) predictions), or None when too few pixels fit. They
+    depend on the sharp frame only, so one set serves every frame fitted against it."""
     for max_half in _kernel_halves():  # the largest kernels that fit enough pixels of the region
         inner = cv2.erode(np.asarray(region, np.uint8), np.ones((2 * max_half + 1,) * 2, np.uint8),
                           borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -124,7 +131,15 @@ def estimate_defocus(sharp: np.ndarray, blurred: np.ndarray, region: np.ndarray)
     windows = np.lib.stride_tricks.sliding_window_view(np.asarray(sharp, np.float32), (side, side))
     patches = windows[rows - max_half, cols - max_half].reshape(rows.size, side * side)
     kernels, matrix = _candidates(max_half)
-    errors = ((patches @ matrix - np.asarray(blurred, np.float32)[rows, cols, None]) ** 2).mean(axis=0)
+    return kernels, rows, cols, patches @ matrix
+
+
+def _best_kernel(predictions, blurred: np.ndarray) -> np.ndarray | None:
+    """The kernel of ``predictions`` (from :func:`_candidate_predictions`) nearest ``blurred``."""
+    if predictions is None:
+        return None
+    kernels, rows, cols, predicted = predictions
+    errors = ((predicted - np.asarray(blurred, np.float32)[rows, cols, None]) ** 2).mean(axis=0)
     return kernels[int(np.argmin(errors))]
 
 
@@ -210,6 +225,14 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
 
     # What reaches each source from the others: the share of its light, then that light per channel.
     # (None for a source whose weight is zero everywhere: its cleaned pixels would count for nothing.)
+    predictions = {}  # per other source: its candidates' blur at its sampled pixels, fitted once
+
+    def kernel_for(own, other):
+        if other not in predictions:
+            region = small_weights[other] > 0.5
+            predictions[other] = _candidate_predictions(small_grays[other], region) if region.any() else None
+        return _best_kernel(predictions[other], small_grays[own])
+
     spills = []
     for own in range(count):
         if not np.any(small_weights[own] > 0):
@@ -217,9 +240,7 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
             continue
         spill = np.zeros((*small_shape, channels + 1), np.float32)
         for other in range(count):
-            region = small_weights[other] > 0.5
-            kernel = None if other == own or not region.any() else estimate_defocus(
-                small_grays[other], small_grays[own], region)
+            kernel = None if other == own else kernel_for(own, other)
             if kernel is not None:
                 spill += defocus_blur(light(other), kernel.astype(np.float32)).reshape(spill.shape)
         spills.append(spill)

@@ -139,15 +139,31 @@ def test_a_source_without_weight_changes_nothing_and_is_not_cleaned(monkeypatch)
     truth, frames, weights, grays = _scene()
     pair = halo.blend_without_halos(frames, weights[1:], grays)
     fits = []
-    fit = halo.estimate_defocus
-    monkeypatch.setattr(halo, "estimate_defocus", lambda *args: fits.append(1) or fit(*args))
+    fit = halo._best_kernel
+    monkeypatch.setattr(halo, "_best_kernel", lambda p, b: fits.append(p is not None) or fit(p, b))
     # A third frame, a copy of the second, with weight zero everywhere: same bounds, same blend.
     unused = np.concatenate([weights[1:], np.zeros_like(weights[:1])])
     fused = halo.blend_without_halos([*frames, frames[1].copy()], unused, [*grays, grays[1]])
     np.testing.assert_array_equal(fused, pair)
     # Fits: the two used frames from each other only (the unused frame has no sharp region to
     # spill from, and nothing of it is cleaned).
-    assert len(fits) == 2
+    assert sum(fits) == 2
+
+
+def test_each_sharp_frame_is_blurred_by_the_candidates_once(monkeypatch):
+    truth, frames, weights, grays = _scene(count=3, radius=2.0, shape=(120, 120, 3))
+    sharp_frames = []
+    predict = halo._candidate_predictions
+    monkeypatch.setattr(halo, "_candidate_predictions", lambda s, r: sharp_frames.append(s) or predict(s, r))
+    fitted = []
+    monkeypatch.setattr(halo, "defocus_blur", lambda v, k: fitted.append(k) or cv2.filter2D(
+        v, -1, k, borderType=cv2.BORDER_REFLECT))
+    halo.blend_without_halos(frames, weights[1:], grays)
+    assert len(sharp_frames) == 3  # not 6: one per frame with a sharp region, whatever it is fitted against
+    # Each of the six (frame, other frame) spills got the kernel estimate_defocus finds for it.
+    expected = [halo.estimate_defocus(grays[other], grays[own], weights[other] > 0.5).astype(np.float32)
+                for own in range(3) for other in range(3) if other != own]
+    assert len(fitted) == 6 and all(np.array_equal(k, e) for k, e in zip(fitted, expected))
 
 
 def test_row_blocks_do_not_change_the_result(monkeypatch):
