@@ -177,7 +177,11 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     monkeypatch.setattr(halo, "_ROWS", 1000)
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
     monkeypatch.setattr(halo, "_BLOCK_BYTES", 1)  # one row at a time, whatever _ROWS says
+    upsampled = []
+    rows_of = halo._upsampled_rows
+    monkeypatch.setattr(halo, "_upsampled_rows", lambda v, s, r: upsampled.append(r) or rows_of(v, s, r))
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
+    assert len(upsampled) == 2 * 300 and all(r.stop - r.start == 1 for r in upsampled)  # both sources, each row
 
 
 @pytest.mark.parametrize("change, message", [
