@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mfkeras.fusion import row_blocks
+
 
 _BLEND_ROWS = 512
 
@@ -43,8 +45,8 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
     """
     base_image = images[0]
     out = np.empty_like(base_image)
-    for start in range(0, base_image.shape[0], _BLEND_ROWS):
-        rows = slice(start, start + _BLEND_ROWS)
+
+    def blend_rows(rows: slice) -> None:
         base = base_image[rows].astype(np.float64)
         mixed = base.copy()
         for image, weight in zip(images[1:], weights):
@@ -53,6 +55,9 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
                 weight = weight[..., None]
             mixed += weight * (image[rows].astype(np.float64) - base)
         out[rows] = round_to_dtype(mixed, base_image.dtype)
+
+    workers = row_blocks.worker_count()
+    row_blocks.for_each_block(blend_rows, row_blocks.split_rows(base_image.shape[0], _BLEND_ROWS, workers), workers)
     return out
 
 

@@ -24,6 +24,7 @@ import math
 import cv2
 import numpy as np
 
+from mfkeras.fusion import row_blocks
 from mfkeras.fusion.blending import blend_stack, round_to_dtype
 
 KERNELS = ("disc", "gaussian")
@@ -245,14 +246,13 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
                 spill += defocus_blur(light(other), kernel.astype(np.float32)).reshape(spill.shape)
         spills.append(spill)
     out = fused if fused.ndim == 3 else fused[..., None]
-    # Only pixels the spill reaches change: clean every source there and blend them again.
-    rows_per_block = max(1, min(_ROWS, _BLOCK_BYTES // (shape[1] * count * (12 * channels + 4))))
-    for start in range(0, shape[0], rows_per_block):
-        rows = slice(start, start + rows_per_block)
+
+    def clean_rows(rows: slice) -> None:
+        # Only pixels the spill reaches change: clean every source there and blend them again.
         near = [None if spill is None else _upsampled_rows(spill, shape, rows) for spill in spills]
         touched = np.any([n[..., 0] > 1e-4 for n in near if n is not None], axis=0)
         if not touched.any():
-            continue
+            return
         index = np.flatnonzero(touched)  # gathered once per block, as flat pixel positions
         stacked = np.stack([c[rows].reshape(-1, channels)[index] for c in colour]).astype(np.float64)  # (N, T, C)
         lowest, highest = stacked.min(axis=0), stacked.max(axis=0)
@@ -267,5 +267,10 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
             clean = np.clip((stacked[own] - spill[:, 1:]) / own_share, lowest, highest)
             total += block_weights[own][:, None] * clean
         block_rows, columns = np.divmod(index, shape[1])
-        out[start + block_rows, columns] = round_to_dtype(total, images[0].dtype)
+        out[rows.start + block_rows, columns] = round_to_dtype(total, images[0].dtype)
+
+    workers = row_blocks.worker_count()
+    bound = _BLOCK_BYTES // (workers * shape[1] * count * (12 * channels + 4))
+    blocks = row_blocks.split_rows(shape[0], max(1, min(_ROWS, bound)), workers)
+    row_blocks.for_each_block(clean_rows, blocks, workers)
     return out if fused.ndim == 3 else out[..., 0]

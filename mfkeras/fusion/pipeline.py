@@ -52,7 +52,7 @@ def fuse(
     progress = progress or scoring.no_progress
     network = _scoring_network(model, options)
     options = options.with_rule(network.geometry.fusion_rule)
-    tile_side = _tile_side(network, options)
+    tile_side = _tile_side(network, options, images[0].shape[:2])
     if len(images) > 2 and options.stack_method == "joint":
         return _fuse_stack(images, network, options, tile_side, times, progress)
     result = _fuse_pair(images[0], images[1], network, options, tile_side, times, progress)
@@ -123,7 +123,7 @@ def _stack_scores(network, grays, options: FusionOptions, tile_side, progress):
     )
 
 
-def _tile_side(network, options: FusionOptions):
+def _tile_side(network, options: FusionOptions, shape: tuple):
     if options.max_tile_side is not None:
         return options.max_tile_side
     side = None
@@ -131,7 +131,8 @@ def _tile_side(network, options: FusionOptions):
         # Pairs, sequential steps and joint stacks alike run the network on two images at a time.
         side = scoring.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
     if isinstance(network, LiteRTNetwork):
-        side = min(side or network.tile_side, network.tile_side)
+        largest = network.tile_side_for(*shape)
+        side = min(side or largest, largest)
     return side
 
 

@@ -305,3 +305,22 @@ def test_first_argmax_equals_numpy_including_ties():
     got = fusion.first_argmax(maps)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, np.argmax(maps, axis=0))
+
+
+@pytest.mark.parametrize("radius, eps", [(1, 1e-3), (3, 0.1), (8, 0.1)])
+def test_guided_filter_in_row_blocks_equals_the_whole_image(monkeypatch, radius, eps):
+    from mfkeras.fusion import decision, row_blocks
+
+    rng = np.random.default_rng(radius)
+    guide = cv2.GaussianBlur(rng.random((203, 61)), (0, 0), 2).astype(np.float32)
+    source = (rng.random((203, 61)) > 0.5).astype(np.float32)
+    whole = decision._guided_filter_block(guide, source, radius, eps)
+    monkeypatch.setattr(decision, "_GUIDED_ROWS", 1)  # blocks of 16 radius rows, 8x their reach
+    for workers in (1, 3):
+        monkeypatch.setattr(row_blocks, "worker_count", lambda: workers)
+        blocks = fusion.guided_filter(guide, source, radius, eps)
+        assert blocks.dtype == np.float32
+        # Box sums accumulate in float64 from each block's first row: equal to float32 rounding.
+        np.testing.assert_allclose(blocks, whole, rtol=0, atol=1e-6)
+    cut = decision._guided_filter_block(guide[:40], source[:40], radius, eps)  # no rows below row 39
+    assert np.abs(cut[39] - whole[39]).max() > 1e-3  # so the blocks do need their reach

@@ -213,3 +213,47 @@ def test_progress_sees_every_tile_and_stack_step(networks):
         seen.clear()
         pipeline.fuse(frames, model, FusionOptions(max_tile_side=40), progress=progress)
         assert seen == [("tiles", tiles)]
+
+
+def test_decision_networks_take_larger_tiles_only_on_large_images(networks):
+    from mfkeras.fusion import litert
+
+    _, lite = networks
+    if lite.kind != "decision":
+        assert lite.tile_side_for(6000, 4000) == lite.tile_side == litert.TILE_SIDES["patch"]
+        return
+    assert lite.tile_side_for(520, 520) == lite.tile_side == 256  # pairs of a few megapixels keep 256
+    assert lite.tile_side_for(2000, 3000) == 256
+    assert lite.tile_side_for(4000, 6000) == 500  # a 96th of 24 Mpx
+    assert lite.tile_side_for(10000, 10000) == litert.LARGE_TILE_SIDE
+
+
+@pytest.mark.parametrize("tile_side, released", [(None, True), (200, True), (40, False)])
+def test_interpreters_sized_for_large_tiles_are_released_after_scoring(networks, monkeypatch, tile_side, released):
+    from mfkeras.fusion import litert
+
+    _, lite = networks
+    monkeypatch.setattr(litert, "TILE_SIDES", {"patch": 64, "decision": 64})
+    a, b = _textured((120, 90), 1), _textured((120, 90), 2)
+    expected = lite.score_map(a, b, max_tile_side=40)
+    np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=tile_side), expected, atol=1e-5)
+    assert (litert.PAIR_FILE not in lite._interpreters) == released
+    got = lite.stack_scores([a, b, a[::-1].copy()], max_tile_side=tile_side)
+    assert (litert.PROJECT_FILE not in lite._interpreters) == released
+    assert got.shape[0] == 3
+    np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=40), expected, atol=1e-5)  # made again
+
+
+def test_fuse_gives_large_images_the_larger_tiles(monkeypatch):
+    from mfkeras.fusion import litert
+
+    lite = zoo.load_litert_network()
+    planned = []
+    monkeypatch.setattr(litert.LiteRTNetwork, "score_map", lambda self, a, b, **k: planned.append(
+        k["max_tile_side"]) or np.full(np.shape(a), 0.75, np.float32))
+    monkeypatch.setattr(litert, "LARGE_TILE_SHARE", 1)  # so that a small image counts as large
+    frame = (_textured((600, 700, 3), 3) * 255).astype(np.uint8)
+    pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False))
+    pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False, max_tile_side=300))
+    pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False, memory_budget_mb=8))
+    assert planned[0] == litert.LARGE_TILE_SIDE and planned[1] == 300 and planned[2] < 256

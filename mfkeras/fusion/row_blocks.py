@@ -1,0 +1,41 @@
+"""Row blocks of an image processed on every core.
+
+Full-resolution NumPy steps (blending, halo removal) work on horizontal blocks of rows that are
+independent of each other, so threads can run them at once: NumPy and OpenCV release the GIL on
+large arrays, and each block writes only its own rows, so the result does not depend on the
+number of threads or the block size.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+
+def worker_count() -> int:
+    """Threads for row blocks: the CPUs this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def split_rows(height: int, rows_per_block: int, workers: int = 1) -> list:
+    """Slices covering ``range(height)``, each at most ``rows_per_block`` rows and at most
+    ``ceil(height / workers)`` so that every worker gets a block."""
+    if height < 0 or rows_per_block < 1 or workers < 1:
+        raise ValueError(f"Expected height >= 0, rows_per_block >= 1 and workers >= 1. Received: "
+                         f"height={height}, rows_per_block={rows_per_block}, workers={workers}")
+    size = max(1, min(rows_per_block, -(-height // workers)))
+    return [slice(start, min(start + size, height)) for start in range(0, height, size)]
+
+
+def for_each_block(function, blocks: list, workers: int) -> None:
+    """Calls ``function(block)`` for every block, on up to ``workers`` threads; the first
+    exception raised by a block is raised here."""
+    if workers <= 1 or len(blocks) <= 1:
+        for block in blocks:
+            function(block)
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+        for future in [pool.submit(function, block) for block in blocks]:
+            future.result()
