@@ -9,7 +9,8 @@ import numpy as np
 from mfkeras.fusion import row_blocks
 
 
-_BLEND_ROWS = 512
+# Pixels blended at a time: a block's float64 arrays stay in cache (see halo._BLOCK_PIXELS).
+_BLEND_PIXELS = 2**17
 
 
 def blend(first: np.ndarray, second: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
         out[rows] = round_to_dtype(mixed, base_image.dtype)
 
     workers = row_blocks.worker_count()
-    row_blocks.for_each_block(blend_rows, row_blocks.split_rows(base_image.shape[0], _BLEND_ROWS, workers), workers)
+    row_blocks.for_each_block(blend_rows, row_blocks.split_rows(base_image.shape[0], max(1, _BLEND_PIXELS // base_image.shape[1]), workers), workers)
     return out
 
 

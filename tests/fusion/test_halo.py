@@ -169,14 +169,14 @@ def test_each_sharp_frame_is_blurred_by_the_candidates_once(monkeypatch):
 def test_row_blocks_do_not_change_the_result(monkeypatch):
     truth, frames, weights, grays = _scene(shape=(300, 90, 3))
     whole = halo.blend_without_halos(frames, weights[1:], grays)
-    monkeypatch.setattr(halo, "_ROWS", 37)
+    monkeypatch.setattr(halo, "_BLOCK_PIXELS", 37 * 90)
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), whole)
     monkeypatch.setattr(halo, "ESTIMATION_SIDE", 40)  # and at a reduced scale (3), blocks or not
     blocks = halo.blend_without_halos(frames, weights[1:], grays)
     assert not np.array_equal(blocks, blend_stack(frames, weights[1:]))  # kernels were fitted and applied
-    monkeypatch.setattr(halo, "_ROWS", 1000)
+    monkeypatch.setattr(halo, "_BLOCK_PIXELS", 1000 * 90)
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), blocks)
-    monkeypatch.setattr(halo, "_BLOCK_BYTES", 1)  # one row at a time, whatever _ROWS says
+    monkeypatch.setattr(halo, "_BLOCK_BYTES", 1)  # one row at a time, whatever _BLOCK_PIXELS says
     upsampled = []
     rows_of = halo._upsampled_rows
     monkeypatch.setattr(halo, "_upsampled_rows", lambda v, s, r: upsampled.append(r) or rows_of(v, s, r))

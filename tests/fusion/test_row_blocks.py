@@ -48,8 +48,8 @@ def test_blends_do_not_depend_on_the_number_of_threads(monkeypatch, workers):
     truth, frames, weights, grays = _scene(count=3, shape=(301, 90, 3))
     monkeypatch.setattr(row_blocks, "worker_count", lambda: 1)
     plain, cleaned = blending.blend_stack(frames, weights[1:]), halo.blend_without_halos(frames, weights[1:], grays)
-    monkeypatch.setattr(blending, "_BLEND_ROWS", 16)
-    monkeypatch.setattr(halo, "_ROWS", 16)
+    monkeypatch.setattr(blending, "_BLEND_PIXELS", 16 * 90)
+    monkeypatch.setattr(halo, "_BLOCK_PIXELS", 16 * 90)
     blocks = []
     split = row_blocks.split_rows
     monkeypatch.setattr(row_blocks, "split_rows", lambda *a: blocks.append(split(*a)) or blocks[-1])
