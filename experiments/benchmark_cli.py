@@ -36,8 +36,9 @@ LYTRO = REPO_ROOT.parent / "shared/data/lytro"
 flags.DEFINE_list("pair", [str(LYTRO / "lytro_01_A.jpg"), str(LYTRO / "lytro_01_B.jpg")], "The 520x520 pair.")
 flags.DEFINE_integer("repeats", 5, "Timed rounds after the warm-up (median).")
 flags.DEFINE_list(
-    "backends", ["litert", "litert_dynamic_int8", "keras"],
-    "mfkeras-fuse backends to time (litert_dynamic_int8: the LiteRT backend's int8 files).",
+    "backends", ["litert", "keras"],
+    "mfkeras-fuse backends to time (litert_dynamic_int8: the LiteRT backend's int8 files, for "
+    "models that ship them, e.g. --model=liu2017_single_fc).",
 )
 flags.DEFINE_string("model", None, "Model for mfkeras-fuse (default: the shipped default).")
 flags.DEFINE_string("focus_stack", None, "Path of the focus-stack executable (skipped when absent).")

@@ -57,7 +57,7 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
             mixed += weight * (image[rows].astype(np.float64) - base)
         out[rows] = round_to_dtype(mixed, base_image.dtype)
 
-    workers = row_blocks.worker_count()
+    workers = row_blocks.worker_count(base_image.shape[0] * base_image.shape[1])
     row_blocks.for_each_block(blend_rows, row_blocks.split_rows(base_image.shape[0], max(1, _BLEND_PIXELS // base_image.shape[1]), workers), workers)
     return out
 

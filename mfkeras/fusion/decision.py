@@ -142,7 +142,7 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
         filtered = _guided_filter_block(guide[top:bottom], source[top:bottom], radius, eps)
         out[rows] = filtered[rows.start - top : rows.stop - top]
 
-    workers = row_blocks.worker_count()
+    workers = row_blocks.worker_count(guide.size)
     row_blocks.for_each_block(filter_rows, row_blocks.split_rows(height, max(_GUIDED_ROWS, 8 * reach), workers), workers)
     return out
 

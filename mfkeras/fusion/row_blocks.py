@@ -12,8 +12,18 @@ import concurrent.futures
 import os
 
 
-def worker_count() -> int:
-    """Threads for row blocks: the CPUs this process may use."""
+# Images below this many pixels are processed on one thread: on a 520x520 pair, threads cost
+# more than they saved (whole-process blend stage 0.19 s against 0.14 s, and 50 MB more peak
+# memory from the threads' own allocation arenas, 2-core x86), while a 6000x4000 pair's halo
+# removal took 2.8 s on two threads against 4.2-5.5 s on one.
+PARALLEL_PIXELS = 2**21
+
+
+def worker_count(pixels: int) -> int:
+    """Threads for the row blocks of an image of ``pixels`` pixels: one below
+    ``PARALLEL_PIXELS``, else the CPUs this process may use."""
+    if pixels < PARALLEL_PIXELS:
+        return 1
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1

@@ -317,7 +317,7 @@ def test_guided_filter_in_row_blocks_equals_the_whole_image(monkeypatch, radius,
     whole = decision._guided_filter_block(guide, source, radius, eps)
     monkeypatch.setattr(decision, "_GUIDED_ROWS", 1)  # blocks of 16 radius rows, 8x their reach
     for workers in (1, 3):
-        monkeypatch.setattr(row_blocks, "worker_count", lambda: workers)
+        monkeypatch.setattr(row_blocks, "worker_count", lambda pixels: workers)
         blocks = fusion.guided_filter(guide, source, radius, eps)
         assert blocks.dtype == np.float32
         # Box sums accumulate in float64 from each block's first row: equal to float32 rounding.

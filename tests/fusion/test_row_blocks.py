@@ -46,15 +46,22 @@ def test_for_each_block_runs_every_block_once_on_threads_and_raises_their_errors
 @pytest.mark.parametrize("workers", [2, 3, 7])
 def test_blends_do_not_depend_on_the_number_of_threads(monkeypatch, workers):
     truth, frames, weights, grays = _scene(count=3, shape=(301, 90, 3))
-    monkeypatch.setattr(row_blocks, "worker_count", lambda: 1)
+    monkeypatch.setattr(row_blocks, "worker_count", lambda pixels: 1)
     plain, cleaned = blending.blend_stack(frames, weights[1:]), halo.blend_without_halos(frames, weights[1:], grays)
     monkeypatch.setattr(blending, "_BLEND_PIXELS", 16 * 90)
     monkeypatch.setattr(halo, "_BLOCK_PIXELS", 16 * 90)
     blocks = []
     split = row_blocks.split_rows
     monkeypatch.setattr(row_blocks, "split_rows", lambda *a: blocks.append(split(*a)) or blocks[-1])
-    monkeypatch.setattr(row_blocks, "worker_count", lambda: workers)
+    monkeypatch.setattr(row_blocks, "worker_count", lambda pixels: workers)
     np.testing.assert_array_equal(blending.blend_stack(frames, weights[1:]), plain)
     np.testing.assert_array_equal(halo.blend_without_halos(frames, weights[1:], grays), cleaned)
     assert not np.array_equal(cleaned, plain)  # halo removal changed pixels, in several blocks
     assert all(len(b) >= workers for b in blocks)
+
+
+def test_only_large_images_are_split_over_threads(monkeypatch):
+    monkeypatch.setattr(row_blocks.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert row_blocks.worker_count(520 * 520) == 1
+    assert row_blocks.worker_count(row_blocks.PARALLEL_PIXELS - 1) == 1
+    assert row_blocks.worker_count(6000 * 4000) == 3
