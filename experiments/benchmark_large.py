@@ -4,8 +4,13 @@ The pair is the Lytro pair `lytro_01` upscaled, so the focus structure is real.
 Without tiling, the network's activations alone would need about
 `bytes_per_pixel * pixels`; the report gives that estimate next to the measurement.
 
-Example:
+With --backend=litert the shipped model's LiteRT files score in the tiles the pipeline picks
+for the image (decision networks: up to 512 px on large images); --compare_tile_side then fuses
+again in tiles of that side (an untiled LiteRT pass would need ~2 KB a pixel, 47 GB here).
+
+Examples:
   python experiments/benchmark_large.py --liu_mat=../shared/ref/liu2017/cnnmodel.mat --memory_budget_mb=1024
+  python experiments/benchmark_large.py --backend=litert --compare_tile_side=256 --output_json=/tmp/large_litert.json
 """
 
 import json
@@ -31,7 +36,8 @@ flags.DEFINE_list("inputs", [str(REPO_ROOT.parent / "shared/data/lytro/lytro_01_
 flags.DEFINE_integer("width", 6000, "Width of the upscaled pair.")
 flags.DEFINE_integer("height", 4000, "Height of the upscaled pair.")
 flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
-flags.DEFINE_string("liu_mat", None, "Use the authors' released weights instead.")
+flags.DEFINE_string("liu_mat", None, "Use the authors' released weights instead (Keras backend).")
+flags.DEFINE_enum("backend", "keras", ["keras", "litert"], "Which backend scores (litert: the shipped LiteRT files).")
 flags.DEFINE_float("memory_budget_mb", 1024, "Memory budget for the network tiles.")
 flags.DEFINE_integer(
     "compare_tile_side", 0, "Also fuse in tiles of this side and report how far the two results are "
@@ -52,21 +58,28 @@ def main(argv):
         from mfkeras.io import images
         from mfkeras.network import zoo
 
-        model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
         size = (FLAGS.width, FLAGS.height)
         sources = [cv2.resize(images.read_image(p), size, interpolation=cv2.INTER_CUBIC) for p in FLAGS.inputs]
-        options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb)
-        network = fusion.as_score_network(model)
-        tile_side = scoring.tile_side_for_budget(network, FLAGS.memory_budget_mb * 2**20)
+        if FLAGS.backend == "litert":
+            if FLAGS.liu_mat:
+                raise ValueError("--liu_mat runs on the Keras backend; drop --backend=litert.")
+            network = zoo.load_litert_network(FLAGS.model)
+            options = fusion.FusionOptions()
+            tile_side, name, untiled = network.tile_side_for(FLAGS.height, FLAGS.width), network.name, None
+        else:
+            model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
+            options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb)
+            network = fusion.as_score_network(model)
+            tile_side, name = scoring.tile_side_for_budget(network, FLAGS.memory_budget_mb * 2**20), model.name
+            untiled = scoring.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         result = fusion.fuse(sources, network, options)
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        untiled = scoring.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
         report = {
             "machine": provenance.describe_machine(),
-            "model": model.name, "shape": list(result.fused.shape), "memory_budget_mb": FLAGS.memory_budget_mb,
+            "model": name, "backend": FLAGS.backend, "shape": list(result.fused.shape), "memory_budget_mb": FLAGS.memory_budget_mb if FLAGS.backend == "keras" else None,
             "tile_side": tile_side, "tiles": len(scoring.plan_tiles(network, FLAGS.height, FLAGS.width, tile_side)),
             "seconds": seconds, "peak_rss_mb": peak, "rss_before_fusion_mb": rss_before,
             "untiled_activation_estimate_mb": untiled,
