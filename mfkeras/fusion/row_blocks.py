@@ -41,11 +41,14 @@ def split_rows(height: int, rows_per_block: int, workers: int = 1) -> list:
 
 def for_each_block(function, blocks: list, workers: int) -> None:
     """Calls ``function(block)`` for every block, on up to ``workers`` threads; the first
-    exception raised by a block is raised here."""
+    exception raised by a block is raised here, and blocks not yet started are dropped."""
     if workers <= 1 or len(blocks) <= 1:
         for block in blocks:
             function(block)
         return
-    with concurrent.futures.ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(min(workers, len(blocks)))
+    try:
         for future in [pool.submit(function, block) for block in blocks]:
             future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -65,3 +65,20 @@ def test_only_large_images_are_split_over_threads(monkeypatch):
     assert row_blocks.worker_count(520 * 520) == 1
     assert row_blocks.worker_count(row_blocks.PARALLEL_PIXELS - 1) == 1
     assert row_blocks.worker_count(6000 * 4000) == 3
+
+
+def test_blocks_not_yet_started_are_dropped_after_an_error():
+    import time
+
+    ran = []
+
+    def work(block):
+        if block.start == 0:
+            raise ArithmeticError("block 0")
+        time.sleep(0.01)
+        ran.append(block.start)
+
+    with pytest.raises(ArithmeticError):
+        row_blocks.for_each_block(work, row_blocks.split_rows(50, 1, 2), workers=2)
+    time.sleep(0.05)
+    assert len(ran) < 10  # not the 49 other blocks
