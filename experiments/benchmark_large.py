@@ -6,7 +6,8 @@ Without tiling, the network's activations alone would need about
 
 With --backend=litert the shipped model's LiteRT files score in the tiles the pipeline picks
 for the image (decision networks: up to 512 px on large images); --compare_tile_side then fuses
-again in tiles of that side (an untiled LiteRT pass would need ~2 KB a pixel, 47 GB here).
+again in tiles of that side (untiled, XNNPACK would hold about 2 KB per pixel for a pair, ~47 GB
+here; measured on tiles of 216-520 px).
 
 Examples:
   python experiments/benchmark_large.py --liu_mat=../shared/ref/liu2017/cnnmodel.mat --memory_budget_mb=1024
@@ -37,7 +38,7 @@ flags.DEFINE_integer("width", 6000, "Width of the upscaled pair.")
 flags.DEFINE_integer("height", 4000, "Height of the upscaled pair.")
 flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
 flags.DEFINE_string("liu_mat", None, "Use the authors' released weights instead (Keras backend).")
-flags.DEFINE_enum("backend", "keras", ["keras", "litert"], "Which backend scores (litert: the shipped LiteRT files).")
+flags.DEFINE_enum("backend", "keras", list(cli.BACKENDS), "Which backend scores (litert: the shipped LiteRT files).")
 flags.DEFINE_float("memory_budget_mb", 1024, "Memory budget for the network tiles.")
 flags.DEFINE_integer(
     "compare_tile_side", 0, "Also fuse in tiles of this side and report how far the two results are "
@@ -54,7 +55,7 @@ def main(argv):
         import cv2
 
         from mfkeras import fusion
-        from mfkeras.fusion import scoring
+        from mfkeras.fusion import pipeline, scoring
         from mfkeras.io import images
         from mfkeras.network import zoo
 
@@ -64,14 +65,14 @@ def main(argv):
             if FLAGS.liu_mat:
                 raise ValueError("--liu_mat runs on the Keras backend; drop --backend=litert.")
             network = zoo.load_litert_network(FLAGS.model)
-            options = fusion.FusionOptions()
-            tile_side, name, untiled = network.tile_side_for(FLAGS.height, FLAGS.width), network.name, None
+            name, untiled = network.name, None
         else:
             model = zoo.load_patch_model(FLAGS.liu_mat or FLAGS.model)
-            options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb)
             network = fusion.as_score_network(model)
-            tile_side, name = scoring.tile_side_for_budget(network, FLAGS.memory_budget_mb * 2**20), model.name
+            name = model.name
             untiled = scoring.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
+        options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb)
+        tile_side = pipeline.planned_tile_side(network, options, (FLAGS.height, FLAGS.width))
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         result = fusion.fuse(sources, network, options)
@@ -79,7 +80,8 @@ def main(argv):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         report = {
             "machine": provenance.describe_machine(),
-            "model": name, "backend": FLAGS.backend, "shape": list(result.fused.shape), "memory_budget_mb": FLAGS.memory_budget_mb if FLAGS.backend == "keras" else None,
+            "model": name, "backend": FLAGS.backend, "shape": list(result.fused.shape),
+            "memory_budget_mb": FLAGS.memory_budget_mb,
             "tile_side": tile_side, "tiles": len(scoring.plan_tiles(network, FLAGS.height, FLAGS.width, tile_side)),
             "seconds": seconds, "peak_rss_mb": peak, "rss_before_fusion_mb": rss_before,
             "untiled_activation_estimate_mb": untiled,

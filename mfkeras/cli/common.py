@@ -13,6 +13,7 @@ USAGE_EXIT_STATUS = 2
 from mfkeras.fusion.options import (  # noqa: E402
     ALIGN_METHODS,
     ALIGN_MODELS,
+    BACKENDS,
     CONSISTENCY_MODES,
     INFERENCE_DTYPES,
     KERAS_ONLY_OPTIONS,

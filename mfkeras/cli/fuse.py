@@ -52,7 +52,7 @@ flags.DEFINE_bool(
     "strip_metadata", False, "Leave the reference frame's EXIF, ICC profile and XMP out of the output."
 )
 flags.DEFINE_enum(
-    "backend", "auto", ["auto", "keras", "litert"],
+    "backend", "auto", ["auto", *cli.BACKENDS],
     "Who runs the network: litert (the shipped models' .tflite files, no TensorFlow import), keras "
     "(any model, --dense, --inference_dtype, --jit_compile, GPUs), or auto (litert where it can).",
 )

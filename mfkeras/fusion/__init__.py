@@ -9,7 +9,8 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=[
-        "align", "blending", "decision", "inference", "litert", "options", "pipeline", "result", "scoring",
+        "align", "blending", "decision", "halo", "inference", "litert", "options", "pipeline", "result",
+        "row_blocks", "scoring",
     ],
     submod_attrs={
         "options": [
@@ -22,6 +23,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "QUANTIZATIONS",
             "ALIGN_MODELS",
             "ALIGN_METHODS",
+            "BACKENDS",
         ],
         "result": ["FusionResult"],
         "litert": ["LiteRTNetwork"],

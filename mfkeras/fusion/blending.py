@@ -58,7 +58,8 @@ def blend_stack(images: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
         out[rows] = round_to_dtype(mixed, base_image.dtype)
 
     workers = row_blocks.worker_count(base_image.shape[0] * base_image.shape[1])
-    row_blocks.for_each_block(blend_rows, row_blocks.split_rows(base_image.shape[0], max(1, _BLEND_PIXELS // base_image.shape[1]), workers), workers)
+    rows_per_block = max(1, _BLEND_PIXELS // max(1, base_image.shape[1]))
+    row_blocks.for_each_block(blend_rows, row_blocks.split_rows(base_image.shape[0], rows_per_block, workers), workers)
     return out
 
 

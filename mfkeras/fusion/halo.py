@@ -278,7 +278,7 @@ def blend_without_halos(images, weights: np.ndarray, grays) -> np.ndarray:
         out[rows][touched] = round_to_dtype(total, images[0].dtype)
 
     workers = row_blocks.worker_count(shape[0] * shape[1])
-    bound = _BLOCK_BYTES // (workers * shape[1] * count * (12 * channels + 4))
-    blocks = row_blocks.split_rows(shape[0], max(1, min(_BLOCK_PIXELS // shape[1], bound)), workers)
+    bound = _BLOCK_BYTES // (workers * max(1, shape[1]) * count * (12 * channels + 4))
+    blocks = row_blocks.split_rows(shape[0], max(1, min(_BLOCK_PIXELS // max(1, shape[1]), bound)), workers)
     row_blocks.for_each_block(clean_rows, blocks, workers)
     return out if fused.ndim == 3 else out[..., 0]

@@ -93,7 +93,8 @@ class LiteRTNetwork:
     """A score network run by LiteRT interpreters, with the geometry of its architecture.
 
     One interpreter per model file, created on first use and kept for the life of the
-    object (one per process when the CLI loads the model once).
+    object (one per process when the CLI loads the model once), except after a call in tiles
+    larger than :attr:`tile_side`: those interpreters are released (see :meth:`release`).
 
     Args:
         directory: the bundle folder (see the module docstring).
@@ -176,15 +177,17 @@ class LiteRTNetwork:
         run = self.runner(PAIR_FILE)
         height, width = np.shape(gray_a)
         scores = np.empty(self.output_shape_for(height, width), np.float32)
-        for tile in progress(scoring.plan_tiles(self, height, width, max_tile_side), "tiles"):
-            a = np.asarray(gray_a[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
-            b = np.asarray(gray_b[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
-            local = run(**{IMAGE_A: a, IMAGE_B: b})[SCORE_MAP][0, :, :, 0]
-            if symmetric:
-                swapped = run(**{IMAGE_A: b, IMAGE_B: a})[SCORE_MAP][0, :, :, 0]
-                local = 0.5 * (local + 1.0 - swapped)
-            scores[tile.score_rows, tile.score_cols] = local[tile.local_rows, tile.local_cols]
-        self._release_if_large(max_tile_side, height, width)
+        try:
+            for tile in progress(scoring.plan_tiles(self, height, width, max_tile_side), "tiles"):
+                a = np.asarray(gray_a[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
+                b = np.asarray(gray_b[tile.image_rows, tile.image_cols], np.float32)[None, :, :, None]
+                local = run(**{IMAGE_A: a, IMAGE_B: b})[SCORE_MAP][0, :, :, 0]
+                if symmetric:
+                    swapped = run(**{IMAGE_A: b, IMAGE_B: a})[SCORE_MAP][0, :, :, 0]
+                    local = 0.5 * (local + 1.0 - swapped)
+                scores[tile.score_rows, tile.score_cols] = local[tile.local_rows, tile.local_cols]
+        finally:
+            self._release_if_large(max_tile_side, height, width)
         return scores
 
     def _release_if_large(self, max_tile_side, height, width) -> None:
@@ -199,16 +202,17 @@ class LiteRTNetwork:
         """Scores of every frame of a stack, as :func:`mfkeras.fusion.inference.stack_scores`."""
         project = self.runner(PROJECT_FILE)
         tail = self.runner(TAIL_FILE)
-        scores = scoring.stack_scores(
-            self,
-            grays,
-            lambda frames: project(**{FRAMES: frames})[PROJECTION],
-            lambda pre_activation: tail(**{PRE_ACTIVATION: np.ascontiguousarray(pre_activation)})[SCORES],
-            self.units,
-            self.bias,
-            max_tile_side,
-            progress,
-            stack_scoring,
-        )
-        self._release_if_large(max_tile_side, *np.shape(grays[0]))
-        return scores
+        try:
+            return scoring.stack_scores(
+                self,
+                grays,
+                lambda frames: project(**{FRAMES: frames})[PROJECTION],
+                lambda pre_activation: tail(**{PRE_ACTIVATION: np.ascontiguousarray(pre_activation)})[SCORES],
+                self.units,
+                self.bias,
+                max_tile_side,
+                progress,
+                stack_scoring,
+            )
+        finally:
+            self._release_if_large(max_tile_side, *np.shape(grays[0]))

@@ -12,6 +12,7 @@ INFERENCE_DTYPES = ("float32", "float16", "bfloat16", "float64")
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 ALIGN_MODELS = ("affine", "homography")
 ALIGN_METHODS = ("ecc", "features")
+BACKENDS = ("keras", "litert")
 
 # The rule after a patch classifier, as the reference code has it; decision networks bring
 # their own (mfkeras.network.decision_config). FusionOptions fields left at None take these.

@@ -52,7 +52,7 @@ def fuse(
     progress = progress or scoring.no_progress
     network = _scoring_network(model, options)
     options = options.with_rule(network.geometry.fusion_rule)
-    tile_side = _tile_side(network, options, images[0].shape[:2])
+    tile_side = planned_tile_side(network, options, images[0].shape[:2])
     if len(images) > 2 and options.stack_method == "joint":
         return _fuse_stack(images, network, options, tile_side, times, progress)
     result = _fuse_pair(images[0], images[1], network, options, tile_side, times, progress)
@@ -123,7 +123,10 @@ def _stack_scores(network, grays, options: FusionOptions, tile_side, progress):
     )
 
 
-def _tile_side(network, options: FusionOptions, shape: tuple):
+def planned_tile_side(network, options: FusionOptions, shape: tuple):
+    """The largest tile side :func:`fuse` gives ``network`` for images of ``shape`` (H, W):
+    ``options.max_tile_side`` if set, else the memory budget's side, capped for LiteRT networks
+    by :meth:`LiteRTNetwork.tile_side_for`; None: untiled."""
     if options.max_tile_side is not None:
         return options.max_tile_side
     side = None

@@ -1,7 +1,7 @@
-"""Row blocks of an image processed on every core.
+"""Row blocks of an image, processed on every core for large images.
 
-Full-resolution NumPy steps (blending, halo removal) work on horizontal blocks of rows that are
-independent of each other, so threads can run them at once: NumPy and OpenCV release the GIL on
+Full-resolution NumPy steps (blending, halo removal, the guided filter) work on horizontal blocks
+of rows that are independent of each other, so threads can run them at once: NumPy and OpenCV release the GIL on
 large arrays, and each block writes only its own rows, so the result does not depend on the
 number of threads or the block size.
 """
@@ -48,7 +48,12 @@ def for_each_block(function, blocks: list, workers: int) -> None:
         return
     pool = concurrent.futures.ThreadPoolExecutor(min(workers, len(blocks)))
     try:
-        for future in [pool.submit(function, block) for block in blocks]:
-            future.result()
+        futures = [pool.submit(function, block) for block in blocks]
+        done, pending = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in futures:
+            if future in done and future.exception() is not None:
+                raise future.exception()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
