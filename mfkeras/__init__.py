@@ -18,7 +18,7 @@ _PUBLIC_FROM = {
     "mfkeras.fusion.pipeline": ("fuse",),
     "mfkeras.fusion.options": ("FusionOptions",),
     "mfkeras.fusion.result": ("FusionResult",),
-    "mfkeras.io.images": ("read_image", "write_image", "ImageError"),
+    "mfkeras.io.images": ("read_image", "read_images", "write_image", "ImageError"),
     "mfkeras.network.config": ("ModelConfig", "get_preset"),
     "mfkeras.network.zoo": ("available_models",),
 }

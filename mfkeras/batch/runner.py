@@ -47,7 +47,7 @@ def fuse_stack_files(
     """
     from mfkeras.fusion.pipeline import fuse
 
-    sources = [images.read_image(path, max_pixels) for path in paths]
+    sources = images.read_images(paths, max_pixels)
     validate_images(sources, names=[str(path) for path in paths])
     if prepare is not None:
         sources = prepare(sources)

@@ -319,7 +319,7 @@ def fuse_one(positional) -> None:
     backend = choose_backend()
     times = StageTimes()
     with times.stage("decode"):
-        sources = [images.read_image(path, max_pixels()) for path in paths]
+        sources = images.read_images(paths, max_pixels())
     cli.check_same_kind(sources, paths)
     images.check_output_dtype(output, sources[0].dtype)
     from mfkeras import fusion
@@ -344,7 +344,7 @@ def write_aligned_frames(paths) -> None:
     """--align_only: registers the frames and writes them, cropped to their common area."""
     from mfkeras.io import images
 
-    sources = [images.read_image(path, max_pixels()) for path in paths]
+    sources = images.read_images(paths, max_pixels())
     cli.check_same_kind(sources, paths)
     aligned = alignment_step(report=say)(sources)
     for path, frame in zip(aligned_frame_paths(paths), aligned):

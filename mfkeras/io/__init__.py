@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "list_images",
             "natural_key",
             "read_image",
+            "read_images",
             "write_bytes_atomic",
             "write_image",
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import io
 import os
@@ -43,6 +44,7 @@ SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
 # Frames larger than this are refused before decoding: room for a 100 MP camera (11648 x 8736)
 # and for stitched panoramas, not for a header that lies (a "60000 x 60000" PNG).
 DEFAULT_MAX_PIXELS = 250_000_000
+_PARALLEL_DECODE_BYTES = 2**21
 # Bytes a decoded pixel takes per Pillow mode (OpenCV decodes into the same layout).
 _MODE_BYTES = {"1": 1, "L": 1, "P": 3, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "I;16": 2, "I;16B": 2,
                "I;16L": 2, "I": 4, "F": 4}
@@ -167,6 +169,46 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     Returns:
         The image array, RGB channel order for colour.
     """
+    data = _checked_bytes(path, max_pixels)
+    if data is None:
+        from mfkeras.io import raw
+
+        return raw.read_raw(path)
+    return _finished(path, data, _decoded(data))
+
+
+def read_images(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list:
+    """Reads several image files as :func:`read_image` does, decoding them on every core.
+
+    Every file is checked (and read into memory, still encoded) before any is decoded, so a
+    bad file is named at once; OpenCV's decoders then run on threads when the files hold at
+    least ``_PARALLEL_DECODE_BYTES`` (they release the GIL: two 6000x4000 PNG frames, 21 MB,
+    0.46-0.59 s against 0.73-0.79 s in a fresh process; a 520x520 JPEG pair was 10 ms slower on
+    threads), and the rest is done in order.
+    """
+    paths = list(paths)
+    encoded = [_checked_bytes(path, max_pixels) for path in paths]
+    decodable = [data for data in encoded if data is not None]
+    workers = min(len(decodable), os.cpu_count() or 1)
+    if workers > 1 and sum(data.size for data in decodable) >= _PARALLEL_DECODE_BYTES:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            decoded = iter(list(pool.map(_decoded, decodable)))
+    else:
+        decoded = map(_decoded, decodable)
+    frames = []
+    for path, data in zip(paths, encoded):
+        if data is None:
+            from mfkeras.io import raw
+
+            frames.append(raw.read_raw(path))
+        else:
+            frames.append(_finished(path, data, next(decoded)))
+    return frames
+
+
+def _checked_bytes(path: str, max_pixels: int):
+    """The file's encoded bytes after the checks that need no decoding; None for camera RAW
+    files (which :func:`mfkeras.io.raw.read_raw` develops)."""
     if not os.path.exists(path):
         raise ImageError(f"Input file not found: {path}")
     if os.path.isdir(path):
@@ -178,11 +220,19 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     from mfkeras.io import raw
 
     if raw.is_raw_path(path):
-        return raw.read_raw(path)
+        return None
     check_decoded_size(path, max_pixels)
-    data = np.fromfile(path, dtype=np.uint8)
+    return np.fromfile(path, dtype=np.uint8)
+
+
+def _decoded(data: np.ndarray):
+    """OpenCV's decoding of encoded bytes (None if it cannot), its own error lines silenced."""
     with native_stderr_silenced():  # the decoders' own error lines; ours follows
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+def _finished(path: str, data: np.ndarray, image) -> np.ndarray:
+    """The decoded image checked, without alpha, in RGB order and EXIF orientation."""
     if image is None:
         raise ImageError(f"Not a readable image (corrupt, truncated or unsupported format): {path}")
     if image.dtype not in (np.uint8, np.uint16):
@@ -191,7 +241,7 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         image = image[..., 0]
     if image.ndim == 3:
         if image.shape[2] == 4:
-            warnings.warn(f"Dropping the alpha channel of {path}.", stacklevel=2)
+            warnings.warn(f"Dropping the alpha channel of {path}.", stacklevel=3)  # read_image's caller
             image = image[..., :3]
         if image.shape[2] != 3:
             raise ImageError(f"Unsupported channel count {image.shape[2]} in {path}.")

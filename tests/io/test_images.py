@@ -1,5 +1,6 @@
 import os
 import stat
+import threading
 
 import cv2
 import numpy as np
@@ -305,3 +306,76 @@ images.write_bytes_atomic({str(target)!r}, b"x" * 1_000_000)
     assert not target.exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "started"]
     assert len(leftovers) == 1 and leftovers[0].startswith(images.TEMPORARY_PREFIX)
+
+
+def test_read_images_equals_reading_each_in_order(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    paths = []
+    for index in range(5):
+        paths.append(str(tmp_path / f"frame_{index}.png"))
+        cv2.imwrite(paths[-1], rng.integers(0, 256, (20 + index, 31, 3)).astype(np.uint8))
+    monkeypatch.setattr(images.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(images, "_PARALLEL_DECODE_BYTES", 1)
+    threads = set()
+    decode = images._decoded
+    monkeypatch.setattr(images, "_decoded", lambda data: threads.add(threading.current_thread().name) or decode(data))
+    got = images.read_images(paths)
+    assert threading.current_thread().name not in threads  # decoded on the pool's threads
+    assert [frame.shape[0] for frame in got] == [20, 21, 22, 23, 24]  # in the order given
+    for frame, path in zip(got, paths):
+        np.testing.assert_array_equal(frame, images.read_image(path))
+
+
+def test_read_images_names_a_bad_file_before_decoding_any(tmp_path, monkeypatch):
+    good = str(tmp_path / "good.png")
+    cv2.imwrite(good, np.zeros((16, 16, 3), np.uint8))
+    empty, missing = tmp_path / "empty.png", str(tmp_path / "missing.png")
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(images.encode_image("x.png", np.zeros((16, 16, 3), np.uint8))[:40])
+    decoded = []
+    decode = images._decoded
+    monkeypatch.setattr(images, "_decoded", lambda data: decoded.append(1) or decode(data))
+    monkeypatch.setattr(images.os, "cpu_count", lambda: 2)
+    with pytest.raises(images.ImageError, match="empty"):
+        images.read_images([good, str(empty), missing])
+    with pytest.raises(images.ImageError, match="not found"):
+        images.read_images([good, missing, str(empty)])
+    assert decoded == []
+    with pytest.raises(images.ImageError, match="corrupt.png"):
+        images.read_images([good, str(corrupt)])
+
+
+def test_stderr_silencing_is_shared_by_threads_and_restored():
+    import threading
+
+    from mfkeras.io.stderr import native_stderr_silenced
+
+    def identity():
+        status = os.fstat(2)
+        return status.st_dev, status.st_ino, status.st_rdev
+
+    before, null = identity(), os.stat(os.devnull).st_rdev
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():  # enters first, leaves while the second is still inside
+        with native_stderr_silenced():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second():
+        a_in.wait(5)
+        with native_stderr_silenced():
+            b_in.set()
+            a_out.wait(5)
+            seen["inside after the first left"] = os.fstat(2).st_rdev == null
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"inside after the first left": True}
+    assert identity() == before  # the last one out restored the real descriptor
