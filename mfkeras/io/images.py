@@ -169,46 +169,44 @@ def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     Returns:
         The image array, RGB channel order for colour.
     """
-    data = _checked_bytes(path, max_pixels)
-    if data is None:
+    if _checked(path, max_pixels) == "raw":
         from mfkeras.io import raw
 
         return raw.read_raw(path)
-    return _finished(path, data, _decoded(data))
+    return _finished(path, *_decoded(path))
 
 
 def read_images(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list:
     """Reads several image files as :func:`read_image` does, decoding them on every core.
 
-    Every file is checked (and read into memory, still encoded) before any is decoded, so a
-    bad file is named at once; OpenCV's decoders then run on threads when the files hold at
-    least ``_PARALLEL_DECODE_BYTES`` (they release the GIL: two 6000x4000 PNG frames, 21 MB,
-    0.46-0.59 s against 0.73-0.79 s in a fresh process; a 520x520 JPEG pair was 10 ms slower on
-    threads), and the rest is done in order.
+    Every file is checked before any is decoded, so a bad file is named at once. OpenCV's
+    decoders then run on threads when the files hold at least ``_PARALLEL_DECODE_BYTES`` (they
+    release the GIL: two 6000x4000 PNG frames, 21 MB, took 0.46-0.59 s against 0.73-0.79 s in
+    a fresh process; a 520x520 JPEG pair was 10 ms slower on threads), else one at a time.
     """
     paths = list(paths)
-    encoded = [_checked_bytes(path, max_pixels) for path in paths]
-    decodable = [data for data in encoded if data is not None]
+    kinds = [_checked(path, max_pixels) for path in paths]
+    decodable = [path for path, kind in zip(paths, kinds) if kind == "decode"]
     workers = min(len(decodable), os.cpu_count() or 1)
-    if workers > 1 and sum(data.size for data in decodable) >= _PARALLEL_DECODE_BYTES:
+    if workers > 1 and sum(os.path.getsize(path) for path in decodable) >= _PARALLEL_DECODE_BYTES:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             decoded = iter(list(pool.map(_decoded, decodable)))
     else:
-        decoded = map(_decoded, decodable)
+        decoded = map(_decoded, decodable)  # one frame's encoded bytes in memory at a time
     frames = []
-    for path, data in zip(paths, encoded):
-        if data is None:
+    for path, kind in zip(paths, kinds):
+        if kind == "raw":
             from mfkeras.io import raw
 
             frames.append(raw.read_raw(path))
         else:
-            frames.append(_finished(path, data, next(decoded)))
+            frames.append(_finished(path, *next(decoded)))
     return frames
 
 
-def _checked_bytes(path: str, max_pixels: int):
-    """The file's encoded bytes after the checks that need no decoding; None for camera RAW
-    files (which :func:`mfkeras.io.raw.read_raw` develops)."""
+def _checked(path: str, max_pixels: int) -> str:
+    """The checks that need no decoding; ``"raw"`` for camera RAW files (which
+    :func:`mfkeras.io.raw.read_raw` develops), else ``"decode"``."""
     if not os.path.exists(path):
         raise ImageError(f"Input file not found: {path}")
     if os.path.isdir(path):
@@ -220,15 +218,17 @@ def _checked_bytes(path: str, max_pixels: int):
     from mfkeras.io import raw
 
     if raw.is_raw_path(path):
-        return None
+        return "raw"
     check_decoded_size(path, max_pixels)
-    return np.fromfile(path, dtype=np.uint8)
+    return "decode"
 
 
-def _decoded(data: np.ndarray):
-    """OpenCV's decoding of encoded bytes (None if it cannot), its own error lines silenced."""
+def _decoded(path: str) -> tuple:
+    """The file's encoded bytes and OpenCV's decoding of them (None if it cannot), with the
+    decoders' own error lines silenced."""
+    data = np.fromfile(path, dtype=np.uint8)
     with native_stderr_silenced():  # the decoders' own error lines; ours follows
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        return data, cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
 def _finished(path: str, data: np.ndarray, image) -> np.ndarray:

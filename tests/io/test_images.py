@@ -318,7 +318,7 @@ def test_read_images_equals_reading_each_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "_PARALLEL_DECODE_BYTES", 1)
     threads = set()
     decode = images._decoded
-    monkeypatch.setattr(images, "_decoded", lambda data: threads.add(threading.current_thread().name) or decode(data))
+    monkeypatch.setattr(images, "_decoded", lambda path: threads.add(threading.current_thread().name) or decode(path))
     got = images.read_images(paths)
     assert threading.current_thread().name not in threads  # decoded on the pool's threads
     assert [frame.shape[0] for frame in got] == [20, 21, 22, 23, 24]  # in the order given
@@ -335,7 +335,7 @@ def test_read_images_names_a_bad_file_before_decoding_any(tmp_path, monkeypatch)
     corrupt.write_bytes(images.encode_image("x.png", np.zeros((16, 16, 3), np.uint8))[:40])
     decoded = []
     decode = images._decoded
-    monkeypatch.setattr(images, "_decoded", lambda data: decoded.append(1) or decode(data))
+    monkeypatch.setattr(images, "_decoded", lambda path: decoded.append(path) or decode(path))
     monkeypatch.setattr(images.os, "cpu_count", lambda: 2)
     with pytest.raises(images.ImageError, match="empty"):
         images.read_images([good, str(empty), missing])
