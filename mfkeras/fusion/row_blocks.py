@@ -1,9 +1,9 @@
 """Row blocks of an image, processed on every core for large images.
 
 Full-resolution NumPy steps (blending, halo removal, the guided filter) work on horizontal blocks
-of rows that are independent of each other, so threads can run them at once: NumPy and OpenCV release the GIL on
-large arrays, and each block writes only its own rows, so the result does not depend on the
-number of threads or the block size.
+of rows that are independent of each other, so threads can run them at once: NumPy and OpenCV
+release the GIL on large arrays, and each block writes only its own rows, so the result does not
+depend on the number of threads or the block size.
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ def for_each_block(function, blocks: list, workers: int) -> None:
     pool = concurrent.futures.ThreadPoolExecutor(min(workers, len(blocks)))
     try:
         futures = [pool.submit(function, block) for block in blocks]
-        done, pending = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
         for future in futures:
             if future in done and future.exception() is not None:
                 raise future.exception()
