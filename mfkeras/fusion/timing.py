@@ -7,6 +7,7 @@ import time
 
 # The stages in pipeline order, as ``mfkeras-fuse --timings`` prints them.
 STAGES = ("load_model", "decode", "align", "score", "decision", "refine", "blend", "encode")
+SUMMARY_PREFIX = "Timings (s): "
 
 
 class StageTimes(dict):
@@ -25,7 +26,20 @@ class StageTimes(dict):
         """One line: the stages in pipeline order, then any others, and their total."""
         names = [s for s in STAGES if s in self] + sorted(set(self) - set(STAGES))
         parts = [f"{name} {self[name]:.3f}" for name in names]
-        return f"Timings (s): {', '.join(parts)}; total {sum(self.values()):.3f}"
+        return f"{SUMMARY_PREFIX}{', '.join(parts)}; total {sum(self.values()):.3f}"
+
+    @classmethod
+    def from_summary(cls, text: str) -> "StageTimes":
+        """The stage times of the last :meth:`summary` line in ``text`` (ValueError if none)."""
+        lines = [line for line in text.splitlines() if line.startswith(SUMMARY_PREFIX)]
+        if not lines:
+            raise ValueError(f"No line starting {SUMMARY_PREFIX!r} in the text.")
+        stages = lines[-1][len(SUMMARY_PREFIX):].rsplit(";", 1)[0]
+        times = cls()
+        for part in stages.split(","):
+            name, seconds = part.split()
+            times[name] = float(seconds)
+        return times
 
 
 class _NoTimes:
