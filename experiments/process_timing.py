@@ -7,21 +7,39 @@ import os
 import shutil
 import statistics
 import subprocess
-import time
+import sys
+
+
+# Runs a command and prints its wall time and peak RSS. The benchmark starts this small process,
+# which forks the command: a process's peak RSS counts what its parent held when it forked it
+# (Linux keeps the pre-exec high-water mark), so forking from the benchmark itself would report
+# the benchmark's own memory for every command that uses less.
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    except OSError as error:
+        sys.stderr.write(f"{sys.argv[1]}: {error}")
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
 
 
 def run_once(command: list) -> tuple:
-    """Runs ``command``; returns (wall seconds, peak RSS in MB). Fails loudly on a non-zero exit."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {stderr[-500:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    """Runs ``command`` (its stdout discarded); returns (wall seconds, peak RSS in MB). Fails
+    loudly, with the end of its stderr, on a non-zero exit."""
+    proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *command], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"The launcher of {' '.join(command)} exited {proc.returncode}: {proc.stderr[-500:]}")
+    wall, rss_kb, returncode = proc.stdout.split()
+    if int(returncode) != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {returncode}: {proc.stderr[-500:]}")
+    return float(wall), int(rss_kb) / 1024.0
 
 
 def time_commands(commands: dict, repeats: int) -> dict:

@@ -46,3 +46,11 @@ def test_peer_commands_skip_missing_executables(tmp_path):
                                             str(tmp_path / "no-enfuse"))
     assert list(commands) == ["focus_stack"]
     assert commands["focus_stack"][-2:] == ["a.png", "b.png"]
+
+
+def test_run_once_does_not_count_the_callers_own_memory():
+    held = bytearray(300 * 2**20)
+    held[::4096] = b"x" * len(held[::4096])  # resident in this process
+    _, rss_mb = process_timing.run_once([sys.executable, "-S", "-c", "pass"])
+    assert rss_mb < 50
+    del held
