@@ -19,6 +19,8 @@ from mfkeras.network.model import BRANCH_NAME, kernel_regularizer
 
 HEAD_NAME = "head"
 SCORE_NAME = "score"
+# The branch's 1x1 convolution over its concatenated layer outputs.
+MIX_NAME = "mix"
 
 
 def build_decision_branch(config: DecisionConfig, weight_decay: float = 0.0) -> keras.Model:
@@ -34,7 +36,7 @@ def build_decision_branch(config: DecisionConfig, weight_decay: float = 0.0) -> 
     stacked = keras.layers.Concatenate(axis=-1, name="scales")(outputs)
     features = keras.layers.Conv2D(
         config.feature_channels, 1, activation="relu",
-        kernel_regularizer=kernel_regularizer(weight_decay), name="mix",
+        kernel_regularizer=kernel_regularizer(weight_decay), name=MIX_NAME,
     )(stacked)
     return keras.Model(image, features, name=BRANCH_NAME)
 
@@ -86,7 +88,7 @@ def is_decision_model(model) -> bool:
     names = {layer.name for layer in model.layers}
     if BRANCH_NAME not in names or HEAD_NAME not in names:
         return False
-    return "mix" in {layer.name for layer in model.get_layer(BRANCH_NAME).layers}
+    return MIX_NAME in {layer.name for layer in model.get_layer(BRANCH_NAME).layers}
 
 
 def decision_config_from_model(model: keras.Model) -> DecisionConfig:
@@ -97,13 +99,13 @@ def decision_config_from_model(model: keras.Model) -> DecisionConfig:
             f"Received: model {getattr(model, 'name', model)!r}"
         )
     branch = model.get_layer(BRANCH_NAME)
-    convs = [layer for layer in branch.layers if isinstance(layer, keras.layers.Conv2D) and layer.name != "mix"]
+    convs = [layer for layer in branch.layers if isinstance(layer, keras.layers.Conv2D) and layer.name != MIX_NAME]
     head_convs = [layer for layer in model.get_layer(HEAD_NAME).layers if isinstance(layer, keras.layers.Conv2D)]
     return DecisionConfig(
         name=model.name,
         widths=tuple(int(layer.filters) for layer in convs),
         dilations=tuple(int(layer.dilation_rate[0]) for layer in convs),
-        feature_channels=int(branch.get_layer("mix").filters),
+        feature_channels=int(branch.get_layer(MIX_NAME).filters),
         head_units=int(head_convs[0].filters),
     )
 

@@ -155,3 +155,23 @@ def test_tflite_keeps_scores_and_decisions_on_lytro(lytro_network, lytro_crops, 
             fusion.focus_map(s, gray_a.shape, network.stride, network.patch_size) for s in (got, keras_scores)
         ]
         assert np.mean((focus[0] > 0.5) == (focus[1] > 0.5)) >= _least_agreement(network, quantization)
+
+
+def test_decision_branch_is_traced_as_a_sum_of_per_layer_mixes_with_the_same_features():
+    from mfkeras.network.decision_config import DecisionConfig
+    from mfkeras.network.decision_model import as_decision_network, build_decision_model
+
+    config = DecisionConfig(name="tiny_decision", widths=(3, 4, 5), dilations=(1, 2, 3), feature_channels=7,
+                            head_units=4)
+    network = as_decision_network(randomize_weights(build_decision_model(config), seed=5, scale=0.5))
+    image = np.random.default_rng(2).random((1, 30, 37, 1)).astype(np.float32)
+    expected = np.asarray(network.branch(image, training=False))
+    assert expected.max() > 0  # the relu leaves features to compare
+    np.testing.assert_allclose(np.asarray(tflite.traced_branch(network)(image)), expected, atol=1e-5)
+    # The converted pair model never holds the concatenated layer outputs (3 + 4 + 5 channels).
+    interpreter = tflite.make_interpreter(tflite.convert(network, "float32"))
+    channels = {int(detail["shape"][-1]) for detail in interpreter.get_tensor_details() if len(detail["shape"]) == 4}
+    assert sum(config.widths) not in channels and {3, 4, 5, 7} <= channels
+    gray_a, gray_b = _grays((41, 33), seed=8)
+    np.testing.assert_allclose(tflite.score_map(interpreter, gray_a, gray_b),
+                               inference.score_map(network, gray_a, gray_b), atol=1e-5)
