@@ -43,21 +43,23 @@ SCORES = "scores"
 # Largest tile the pipeline gives LiteRT unless told otherwise, by kind of network. Patch
 # classifiers: in single whole-process runs on a shared 2-core x86 CPU, a 520x520 pair took
 # 257 MB peak in 320-pixel tiles against 587 MB untiled, no slower (0.82 s against 2.76 s),
-# with identical fused images. Decision networks: XNNPACK's buffers for their full-resolution
-# convolutions grow with the tile (a 520x520 pair: 196 MB whole-process peak in the three
-# 216-pixel tiles a side that a 256-pixel bound gives, 271 MB with a 320-pixel bound, in
-# single runs), and their
-# tiles all have one shape, so the interpreter plans once (the first call at a new shape
-# costs several calls' time).
-TILE_SIDES = {"patch": 320, "decision": 256}
+# with identical fused images. Decision networks: XNNPACK holds about 1.2 KB per tile pixel for
+# a pair, and tiles past ~600 pixels run slower per pixel (their layers leave the caches). A
+# 520x520 pair in the two 291-pixel tiles a side that a 320-pixel bound gives: 0.48-0.52 s and
+# 172 MB whole-process, against 0.50-0.57 s and 199 MB in three 215-pixel ones (256) and 0.60 s,
+# 389 MB untiled (identical fused images). Tiles all have one shape, so the interpreter plans
+# once (the first call at a new shape costs several calls' time).
+TILE_SIDES = {"patch": 320, "decision": 320}
 TILE_SIDE = TILE_SIDES["patch"]
 # Decision networks on large images: a tile of at most 1/LARGE_TILE_SHARE of the image's pixels,
-# up to LARGE_TILE_SIDE (XNNPACK holds about 2 KB per tile pixel for a pair, so about 20 bytes
-# per image pixel, a third of the ~60 the steps after scoring hold on a 6000x4000 pair). Fewer, larger tiles overlap less: a 6000x4000 pair
-# scored in 12.0 s in 512-pixel tiles against 14.5 s in 256-pixel ones (in-process, 2-core x86),
-# with identical scores. Such interpreters are dropped after the call (see release()).
-LARGE_TILE_SIDE = 512
-LARGE_TILE_SHARE = 96
+# up to LARGE_TILE_SIDE (at ~1.2 KB per tile pixel, about 25 bytes per image pixel, well below
+# the ~60 the steps after scoring hold on a 6000x4000 pair). Fewer, larger tiles overlap less:
+# a 6000x4000 pair scored in 9.26-9.39 s in 704-pixel tiles against 9.45-9.65 s in 512-pixel ones
+# and 10.1 s in 1000-pixel ones, with identical fused images and the same peak (1.13 GB; 1.39 GB
+# with 1000), whole-process runs on a 2-core x86. Such interpreters are dropped after the call
+# (see release()).
+LARGE_TILE_SIDE = 704
+LARGE_TILE_SHARE = 48
 
 
 def make_interpreter(model, num_threads: int | None = None):

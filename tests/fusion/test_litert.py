@@ -222,10 +222,11 @@ def test_decision_networks_take_larger_tiles_only_on_large_images(networks):
     if lite.kind != "decision":
         assert lite.tile_side_for(6000, 4000) == lite.tile_side == litert.TILE_SIDES["patch"]
         return
-    assert lite.tile_side_for(520, 520) == lite.tile_side == 256  # pairs of a few megapixels keep 256
-    assert lite.tile_side_for(2000, 3000) == 256
-    assert lite.tile_side_for(4000, 6000) == 500  # a 96th of 24 Mpx
-    assert lite.tile_side_for(10000, 10000) == litert.LARGE_TILE_SIDE
+    assert lite.tile_side_for(520, 520) == lite.tile_side == 320  # small images keep the 320 bound
+    assert lite.tile_side_for(1000, 1500) == 320
+    assert lite.tile_side_for(2000, 3000) == 353  # a 48th of 6 Mpx
+    assert lite.tile_side_for(3000, 4000) == 500  # a 48th of 12 Mpx
+    assert lite.tile_side_for(4000, 6000) == lite.tile_side_for(10000, 10000) == litert.LARGE_TILE_SIDE == 704
 
 
 @pytest.mark.parametrize("tile_side, released", [(None, True), (200, True), (40, False)])
@@ -256,4 +257,5 @@ def test_fuse_gives_large_images_the_larger_tiles(monkeypatch):
     pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False))
     pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False, max_tile_side=300))
     pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False, memory_budget_mb=8))
-    assert planned[0] == litert.LARGE_TILE_SIDE and planned[1] == 300 and planned[2] < 256
+    assert planned[0] == 648 > lite.tile_side  # the whole 600x700 image's square root
+    assert planned[1] == 300 and planned[2] < 256
