@@ -43,23 +43,24 @@ SCORES = "scores"
 # Largest tile the pipeline gives LiteRT unless told otherwise, by kind of network. Patch
 # classifiers: in single whole-process runs on a shared 2-core x86 CPU, a 520x520 pair took
 # 257 MB peak in 320-pixel tiles against 587 MB untiled, no slower (0.82 s against 2.76 s),
-# with identical fused images. Decision networks: XNNPACK holds about 1.2 KB per tile pixel for
-# a pair, and tiles past ~600 pixels run slower per pixel (their layers leave the caches). A
-# 520x520 pair in the two 291-pixel tiles a side that a 320-pixel bound gives: 0.48-0.52 s and
-# 172 MB whole-process, against 0.50-0.57 s and 199 MB in three 215-pixel ones (256) and 0.60 s,
-# 389 MB untiled (identical fused images). Tiles all have one shape, so the interpreter plans
-# once (the first call at a new shape costs several calls' time).
-TILE_SIDES = {"patch": 320, "decision": 320}
+# with identical fused images. Decision networks: see DECISION_TILES.
+TILE_SIDES = {"patch": 320}
 TILE_SIDE = TILE_SIDES["patch"]
-# Decision networks on large images: a tile of at most 1/LARGE_TILE_SHARE of the image's pixels,
-# up to LARGE_TILE_SIDE (at ~1.2 KB per tile pixel, about 25 bytes per image pixel, well below
-# the ~60 the steps after scoring hold on a 6000x4000 pair). Fewer, larger tiles overlap less:
-# a 6000x4000 pair scored in 9.26-9.39 s in 704-pixel tiles against 9.45-9.65 s in 512-pixel ones
-# and 10.1 s in 1000-pixel ones, with identical fused images and the same peak (1.13 GB; 1.39 GB
-# with 1000), whole-process runs on a 2-core x86. Such interpreters are dropped after the call
-# (see release()).
-LARGE_TILE_SIDE = 704
-LARGE_TILE_SHARE = 48
+# Decision networks: (bound on images of a few megapixels, bound on large images, share) for
+# pairs (and each step of a sequential stack) and for joint stacks. On a large image a tile
+# holds at most 1/share of its pixels, up to the large bound. XNNPACK holds about 1.2 KB per
+# tile pixel for a pair, and tiles past ~600 pixels run slower per pixel (their layers leave the
+# caches); fewer, larger tiles overlap less. Whole-process runs on a 2-core x86, identical fused
+# images at every size: a 520x520 pair in the two 291-pixel tiles a side of a 320-pixel bound
+# took 0.48-0.52 s and 172 MB, in the three 215-pixel ones of 256 0.50-0.57 s and 199 MB,
+# untiled 0.60 s and 389 MB; a 6000x4000 pair scored in 9.26-9.39 s in 704-pixel tiles,
+# 9.45-9.65 s in 512 and 10.1 s in 1000, at the same 1.13 GB peak (1.39 GB with 1000). A joint
+# stack also holds every frame's projection for the tile: a 10-frame 520x520 stack took
+# 1.65-1.68 s and 298 MB with a 256-pixel bound against 1.70-1.82 s and 447 MB with 320.
+# The tiles all have one shape, so the interpreter plans once (the first call at a new shape
+# costs several calls' time); those above the first bound are dropped after the call (see
+# release()).
+DECISION_TILES = {"pair": (320, 704, 48), "stack": (256, 512, 96)}
 
 
 def make_interpreter(model, num_threads: int | None = None):
@@ -96,7 +97,8 @@ class LiteRTNetwork:
 
     One interpreter per model file, created on first use and kept for the life of the
     object (one per process when the CLI loads the model once), except after a call in tiles
-    larger than :attr:`tile_side`: those interpreters are released (see :meth:`release`).
+    above the small-image bound of :meth:`tile_side_for`: those interpreters are released (see
+    :meth:`release`).
 
     Args:
         directory: the bundle folder (see the module docstring).
@@ -130,16 +132,17 @@ class LiteRTNetwork:
 
     @property
     def tile_side(self) -> int:
-        """Largest tile the pipeline gives this network on images of up to a few megapixels."""
-        return TILE_SIDES[self.kind]
+        """Largest tile the pipeline gives this network for a pair of up to a few megapixels."""
+        return self.tile_side_for(0, 0)
 
-    def tile_side_for(self, height: int, width: int) -> int:
-        """Largest tile the pipeline gives this network for an image of the given size:
-        :attr:`tile_side`, and for decision networks on large images up to
-        ``LARGE_TILE_SIDE``, a tile of at most ``1 / LARGE_TILE_SHARE`` of the image."""
+    def tile_side_for(self, height: int, width: int, frames: int = 2) -> int:
+        """Largest tile the pipeline gives this network for ``frames`` images of the given size
+        (more than 2: a joint stack): ``TILE_SIDES[kind]``, and for decision networks the
+        bounds of ``DECISION_TILES``, larger on large images."""
         if self.kind != "decision":
-            return self.tile_side
-        return int(min(LARGE_TILE_SIDE, max(self.tile_side, math.isqrt(height * width // LARGE_TILE_SHARE))))
+            return TILE_SIDES[self.kind]
+        small, large, share = DECISION_TILES["pair" if frames <= 2 else "stack"]
+        return int(min(large, max(small, math.isqrt(height * width // share))))
 
     def release(self) -> None:
         """Drops the interpreters and their buffers; the next call makes them again."""
@@ -192,10 +195,11 @@ class LiteRTNetwork:
             self._release_if_large(max_tile_side, height, width)
         return scores
 
-    def _release_if_large(self, max_tile_side, height, width) -> None:
-        """Releases interpreters sized for tiles above :attr:`tile_side`, so that their buffers
-        are not held through the steps after scoring (they would add to the process's peak)."""
-        if min(max_tile_side or max(height, width), max(height, width)) > self.tile_side:
+    def _release_if_large(self, max_tile_side, height, width, frames: int = 2) -> None:
+        """Releases interpreters sized for tiles above the small-image bound for ``frames``
+        images, so that their buffers are not held through the steps after scoring (they would
+        add to the process's peak)."""
+        if min(max_tile_side or max(height, width), max(height, width)) > self.tile_side_for(0, 0, frames):
             self.release()
 
     def stack_scores(
@@ -217,4 +221,4 @@ class LiteRTNetwork:
                 stack_scoring,
             )
         finally:
-            self._release_if_large(max_tile_side, *np.shape(grays[0]))
+            self._release_if_large(max_tile_side, *np.shape(grays[0]), frames=len(grays))

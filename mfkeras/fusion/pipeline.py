@@ -52,8 +52,9 @@ def fuse(
     progress = progress or scoring.no_progress
     network = _scoring_network(model, options)
     options = options.with_rule(network.geometry.fusion_rule)
-    tile_side = planned_tile_side(network, options, images[0].shape[:2])
-    if len(images) > 2 and options.stack_method == "joint":
+    joint = len(images) > 2 and options.stack_method == "joint"
+    tile_side = planned_tile_side(network, options, images[0].shape[:2], frames=len(images) if joint else 2)
+    if joint:
         return _fuse_stack(images, network, options, tile_side, times, progress)
     result = _fuse_pair(images[0], images[1], network, options, tile_side, times, progress)
     if len(images) == 2:
@@ -123,10 +124,11 @@ def _stack_scores(network, grays, options: FusionOptions, tile_side, progress):
     )
 
 
-def planned_tile_side(network, options: FusionOptions, shape: tuple):
-    """The largest tile side :func:`fuse` gives ``network`` for images of ``shape`` (H, W):
-    ``options.max_tile_side`` if set, else the memory budget's side, capped for LiteRT networks
-    by :meth:`LiteRTNetwork.tile_side_for`; None: untiled."""
+def planned_tile_side(network, options: FusionOptions, shape: tuple, frames: int = 2):
+    """The largest tile side :func:`fuse` gives ``network`` for images of ``shape`` (H, W), scored
+    two at a time or, for ``frames`` > 2, as one joint stack: ``options.max_tile_side`` if set,
+    else the memory budget's side, capped for LiteRT networks by
+    :meth:`LiteRTNetwork.tile_side_for`; None: untiled."""
     if options.max_tile_side is not None:
         return options.max_tile_side
     side = None
@@ -134,7 +136,7 @@ def planned_tile_side(network, options: FusionOptions, shape: tuple):
         # Pairs, sequential steps and joint stacks alike run the network on two images at a time.
         side = scoring.tile_side_for_budget(network, options.memory_budget_mb * 2**20, images=2)
     if isinstance(network, LiteRTNetwork):
-        largest = network.tile_side_for(*shape)
+        largest = network.tile_side_for(*shape, frames=frames)
         side = min(side or largest, largest)
     return side
 

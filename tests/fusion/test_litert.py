@@ -226,7 +226,12 @@ def test_decision_networks_take_larger_tiles_only_on_large_images(networks):
     assert lite.tile_side_for(1000, 1500) == 320
     assert lite.tile_side_for(2000, 3000) == 353  # a 48th of 6 Mpx
     assert lite.tile_side_for(3000, 4000) == 500  # a 48th of 12 Mpx
-    assert lite.tile_side_for(4000, 6000) == lite.tile_side_for(10000, 10000) == litert.LARGE_TILE_SIDE == 704
+    assert lite.tile_side_for(4000, 6000) == lite.tile_side_for(10000, 10000) == 704
+    # Joint stacks hold every frame's projection per tile: smaller bounds.
+    assert lite.tile_side_for(520, 520, frames=10) == lite.tile_side_for(1500, 2000, frames=3) == 256
+    assert lite.tile_side_for(4000, 6000, frames=5) == 500  # a 96th of 24 Mpx
+    assert lite.tile_side_for(10000, 10000, frames=3) == 512
+    assert lite.tile_side_for(4000, 6000, frames=2) == 704
 
 
 @pytest.mark.parametrize("tile_side, released", [(None, True), (200, True), (40, False)])
@@ -234,7 +239,8 @@ def test_interpreters_sized_for_large_tiles_are_released_after_scoring(networks,
     from mfkeras.fusion import litert
 
     _, lite = networks
-    monkeypatch.setattr(litert, "TILE_SIDES", {"patch": 64, "decision": 64})
+    monkeypatch.setattr(litert, "TILE_SIDES", {"patch": 64})
+    monkeypatch.setattr(litert, "DECISION_TILES", {"pair": (64, 704, 48), "stack": (64, 512, 96)})
     a, b = _textured((120, 90), 1), _textured((120, 90), 2)
     expected = lite.score_map(a, b, max_tile_side=40)
     np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=tile_side), expected, atol=1e-5)
@@ -245,17 +251,24 @@ def test_interpreters_sized_for_large_tiles_are_released_after_scoring(networks,
     np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=40), expected, atol=1e-5)  # made again
 
 
-def test_fuse_gives_large_images_the_larger_tiles(monkeypatch):
+def test_fuse_gives_large_images_the_larger_tiles_and_joint_stacks_their_own(monkeypatch):
     from mfkeras.fusion import litert
 
     lite = zoo.load_litert_network()
     planned = []
     monkeypatch.setattr(litert.LiteRTNetwork, "score_map", lambda self, a, b, **k: planned.append(
         k["max_tile_side"]) or np.full(np.shape(a), 0.75, np.float32))
-    monkeypatch.setattr(litert, "LARGE_TILE_SHARE", 1)  # so that a small image counts as large
+    monkeypatch.setattr(litert.LiteRTNetwork, "stack_scores", lambda self, grays, **k: planned.append(
+        ("stack", k["max_tile_side"])) or np.full((len(grays), *np.shape(grays[0])), 1 / len(grays), np.float32))
+    # Shares of 1, so that a small image counts as large.
+    monkeypatch.setattr(litert, "DECISION_TILES", {"pair": (320, 704, 1), "stack": (256, 512, 1)})
     frame = (_textured((600, 700, 3), 3) * 255).astype(np.uint8)
     pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False))
     pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False, max_tile_side=300))
     pipeline.fuse([frame, frame], lite, FusionOptions(halo_removal=False, memory_budget_mb=8))
+    pipeline.fuse([frame] * 3, lite, FusionOptions(halo_removal=False))
+    pipeline.fuse([frame] * 3, lite, FusionOptions(halo_removal=False, stack_method="sequential"))
     assert planned[0] == 648 > lite.tile_side  # the whole 600x700 image's square root
     assert planned[1] == 300 and planned[2] < 256
+    assert planned[3] == ("stack", 512)  # a joint stack: the stack's large bound
+    assert planned[4:] == [648, 648]  # a sequential stack's steps are pairs
