@@ -39,7 +39,7 @@ flags.DEFINE_integer("height", 4000, "Height of the upscaled pair.")
 flags.DEFINE_string("model", None, "Shipped model name or .keras file (default: the shipped default).")
 flags.DEFINE_string("liu_mat", None, "Use the authors' released weights instead (Keras backend).")
 flags.DEFINE_enum("backend", "keras", list(cli.BACKENDS), "Which backend scores (litert: the shipped LiteRT files).")
-flags.DEFINE_float("memory_budget_mb", 1024, "Memory budget for the network tiles.")
+flags.DEFINE_float("memory_budget_mb", 1024, "Memory budget for the network tiles (0: none, as mfkeras-fuse).")
 flags.DEFINE_integer(
     "compare_tile_side", 0, "Also fuse in tiles of this side and report how far the two results are "
     "apart (tiling must not change them; 0: skip)."
@@ -71,7 +71,7 @@ def main(argv):
             network = fusion.as_score_network(model)
             name = model.name
             untiled = scoring.bytes_per_pixel(network) * FLAGS.width * FLAGS.height / 2**20
-        options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb)
+        options = fusion.FusionOptions(memory_budget_mb=FLAGS.memory_budget_mb or None)
         tile_side = pipeline.planned_tile_side(network, options, (FLAGS.height, FLAGS.width))
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
