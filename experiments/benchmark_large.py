@@ -5,13 +5,15 @@ Without tiling, the network's activations alone would need about
 `bytes_per_pixel * pixels`; the report gives that estimate next to the measurement.
 
 With --backend=litert the shipped model's LiteRT files score in the tiles the pipeline picks
-for the image (decision networks: up to 512 px on large images); --compare_tile_side then fuses
-again in tiles of that side (untiled, XNNPACK would hold about 2 KB per pixel for a pair, ~47 GB
-here; measured on tiles of 216-520 px).
+for the image (decision networks: up to 704 px on large images; --memory_budget_mb=0 plans
+them as mfkeras-fuse does, a budget can only shrink them); --compare_tile_side then fuses
+again in tiles of that side (untiled, XNNPACK would hold about 1.2 KB per pixel for a pair,
+~28 GB here; measured on tiles of 216-1000 px).
 
 Examples:
   python experiments/benchmark_large.py --liu_mat=../shared/ref/liu2017/cnnmodel.mat --memory_budget_mb=1024
-  python experiments/benchmark_large.py --backend=litert --compare_tile_side=256 --output_json=/tmp/large_litert.json
+  python experiments/benchmark_large.py --backend=litert --memory_budget_mb=0 --compare_tile_side=256 \
+      --output_json=/tmp/large_litert.json
 """
 
 import json

@@ -92,20 +92,33 @@ def _image_spec(network, name: str, batch=1):
 
 
 def traced_branch(network: ScoreNetwork):
-    """The branch as the LiteRT files compute it: ``network.branch`` itself, except for decision
-    networks, whose 1x1 mix over the concatenated layer outputs becomes a sum of one 1x1
-    convolution per layer (the mix kernel split by input channel).
+    """The branch as the LiteRT files compute it.
 
-    The same function with the floats summed in another order (scores within a few 1e-6), but
-    no concatenated tensor is built, so each layer's output is dropped once the next layer and
-    its share of the mix have read it: a 500-pixel tile of the default scored 24 % faster, a
-    215-pixel one 9 % (XNNPACK, 2-core x86).
+    Patch classifiers: ``network.branch`` itself. Decision networks: their 1x1 mix over the
+    concatenated layer outputs becomes a sum of one 1x1 convolution per layer (the mix kernel
+    split by input channel). The same function with the floats summed in another order (scores
+    within a few 1e-6), but no concatenated tensor is built, so each layer's output is dropped
+    once the next layer and its share of the mix have read it: a 500-pixel tile of the default
+    scored 24 % faster, a 216-pixel one 9 % (XNNPACK, 2-core x86).
+
+    Args:
+        network: the float32 score network (a ``DecisionNetwork`` or a patch classifier's).
+
+    Returns:
+        A function of a (B, H, W, 1) float32 image tensor giving the branch's features.
     """
     if not isinstance(network, DecisionNetwork):
         return lambda image: network.branch(image, training=False)
     mix = network.branch.get_layer(MIX_NAME)
     layers = [layer for layer in _branch_layers(network) if isinstance(layer, keras.layers.Conv2D) and layer is not mix]
-    kernel, bias = (np.asarray(weight) for weight in mix.get_weights())
+    names = [layer.name for layer in layers]
+    if names != [f"conv{index}" for index in range(1, len(layers) + 1)] or not mix.use_bias:
+        raise ValueError(f"Expected a branch of conv1..convN and a biased {MIX_NAME!r} layer, as "
+                         f"build_decision_branch makes it. Received: layers {names}, mix bias {mix.use_bias}")
+    kernel, bias = (np.asarray(weight, np.float32) for weight in mix.get_weights())
+    if kernel.shape[2] != sum(layer.filters for layer in layers):
+        raise ValueError(f"The {MIX_NAME!r} kernel must take every layer's outputs "
+                         f"({sum(layer.filters for layer in layers)} channels). Received: {kernel.shape}")
     shares = np.split(kernel, np.cumsum([layer.filters for layer in layers])[:-1], axis=2)
 
     def branch(image):

@@ -45,21 +45,21 @@ SCORES = "scores"
 # 257 MB peak in 320-pixel tiles against 587 MB untiled, no slower (0.82 s against 2.76 s),
 # with identical fused images. Decision networks: see DECISION_TILES.
 TILE_SIDES = {"patch": 320}
-TILE_SIDE = TILE_SIDES["patch"]
 # Decision networks: (bound on images of a few megapixels, bound on large images, share) for
 # pairs (and each step of a sequential stack) and for joint stacks. On a large image a tile
 # holds at most 1/share of its pixels, up to the large bound. XNNPACK holds about 1.2 KB per
 # tile pixel for a pair, and tiles past ~600 pixels run slower per pixel (their layers leave the
-# caches); fewer, larger tiles overlap less. Whole-process runs on a 2-core x86, identical fused
-# images at every size: a 520x520 pair in the two 291-pixel tiles a side of a 320-pixel bound
-# took 0.48-0.52 s and 172 MB, in the three 215-pixel ones of 256 0.50-0.57 s and 199 MB,
-# untiled 0.60 s and 389 MB; a 6000x4000 pair scored in 9.26-9.39 s in 704-pixel tiles,
-# 9.45-9.65 s in 512 and 10.1 s in 1000, at the same 1.13 GB peak (1.39 GB with 1000). A joint
-# stack also holds every frame's projection for the tile: a 10-frame 520x520 stack took
-# 1.65-1.68 s and 298 MB with a 256-pixel bound against 1.70-1.82 s and 447 MB with 320.
-# The tiles all have one shape, so the interpreter plans once (the first call at a new shape
-# costs several calls' time); those above the first bound are dropped after the call (see
-# release()).
+# caches); fewer, larger tiles overlap less (each carries the 32-pixel reach on every inner side).
+# Whole-process runs on a 2-core x86, identical fused images at every size: a 520x520 pair in
+# the two 292-pixel tiles a side of a 320-pixel bound took 0.51-0.52 s and 242 MB (172 MB when
+# the interpreter is released before the steps after scoring, which costs the next call its
+# planning), in the three 216-pixel ones of 256 0.50-0.57 s and 199 MB, untiled 0.60 s and
+# 389 MB; a 6000x4000 pair scored in 9.26-9.39 s in 704-pixel tiles, 9.45-9.65 s in 512 and
+# 10.1 s in 1000, at a 1.13 GB peak (1.39 GB with 1000). A joint stack also holds every frame's
+# projection for the tile: a 10-frame 520x520 stack took 1.65-1.68 s and 298 MB with a 256-pixel
+# bound against 1.70-1.82 s and 447 MB with 320. The tiles all have one shape, so the
+# interpreter plans once (the first call at a new shape costs several calls' time); those above
+# the first bound are dropped after the call (see release()).
 DECISION_TILES = {"pair": (320, 704, 48), "stack": (256, 512, 96)}
 
 
@@ -98,15 +98,18 @@ class LiteRTNetwork:
     One interpreter per model file, created on first use and kept for the life of the
     object (one per process when the CLI loads the model once), except after a call in tiles
     above the small-image bound of :meth:`tile_side_for`: those interpreters are released (see
-    :meth:`release`).
+    :meth:`release`) unless ``keep_interpreters``.
 
     Args:
         directory: the bundle folder (see the module docstring).
         num_threads: CPU threads per interpreter (default: every core).
         quiet: keep the runtime's native log lines off stderr.
+        keep_interpreters: never release interpreters after a call (a process scoring many large
+            images of one size keeps their planned buffers, at the cost of holding them).
     """
 
-    def __init__(self, directory, num_threads: int | None = None, quiet: bool = True):
+    def __init__(self, directory, num_threads: int | None = None, quiet: bool = True,
+                 keep_interpreters: bool = False):
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST_FILE
         if not manifest_path.is_file():
@@ -125,6 +128,7 @@ class LiteRTNetwork:
         self.quantization = manifest.get("quantization", "float32")
         self.num_threads = num_threads or os.cpu_count()
         self.quiet = quiet
+        self.keep_interpreters = keep_interpreters
         self._interpreters = {}
 
     # The geometry that tiling and the decision steps read.
@@ -199,6 +203,8 @@ class LiteRTNetwork:
         """Releases interpreters sized for tiles above the small-image bound for ``frames``
         images, so that their buffers are not held through the steps after scoring (they would
         add to the process's peak)."""
+        if self.keep_interpreters:
+            return
         if min(max_tile_side or max(height, width), max(height, width)) > self.tile_side_for(0, 0, frames):
             self.release()
 

@@ -30,15 +30,19 @@ class StageTimes(dict):
 
     @classmethod
     def from_summary(cls, text: str) -> "StageTimes":
-        """The stage times of the last :meth:`summary` line in ``text`` (ValueError if none)."""
+        """The stage times of the last :meth:`summary` line in ``text`` (ValueError if there is
+        none or it is malformed)."""
         lines = [line for line in text.splitlines() if line.startswith(SUMMARY_PREFIX)]
         if not lines:
-            raise ValueError(f"No line starting {SUMMARY_PREFIX!r} in the text.")
+            raise ValueError(f"No line starting {SUMMARY_PREFIX!r}. Received: {text[-300:]!r}")
         stages = lines[-1][len(SUMMARY_PREFIX):].rsplit(";", 1)[0]
         times = cls()
-        for part in stages.split(","):
-            name, seconds = part.split()
-            times[name] = float(seconds)
+        for part in filter(None, (part.strip() for part in stages.split(","))):
+            name, _, seconds = part.partition(" ")
+            try:
+                times[name] = float(seconds)
+            except ValueError:
+                raise ValueError(f"Malformed stage {part!r} in the timings line. Received: {lines[-1]!r}") from None
         return times
 
 

@@ -110,13 +110,14 @@ class DecisionGeometry:
     def activation_bytes_per_pixel(self, images: int = 2) -> float:
         """Estimated peak bytes per input pixel when running ``images`` images at once."""
         widest = max(self.config.widths)
-        # The concatenated branch outputs are alive together with the layer being computed.
+        # The concatenated branch outputs are alive together with the layer being computed (the
+        # Keras graph; the LiteRT files sum per-layer mixes instead and hold about half this).
         floats = sum(self.config.widths) + widest + self.config.feature_channels
         return FLOAT_BYTES * images * floats * MEMORY_SAFETY
 
 
 DECISION_PRESETS = {
-    # The default of mfkeras-fuse: 8.3 GFLOP for a 520x520 pair, 31-pixel halo.
+    # The default of mfkeras-fuse: 8.66 GFLOP for a 520x520 pair, 32-pixel reach.
     "pixel_decision": DecisionConfig(name="pixel_decision"),
 }
 

@@ -234,21 +234,39 @@ def test_decision_networks_take_larger_tiles_only_on_large_images(networks):
     assert lite.tile_side_for(4000, 6000, frames=2) == 704
 
 
-@pytest.mark.parametrize("tile_side, released", [(None, True), (200, True), (40, False)])
-def test_interpreters_sized_for_large_tiles_are_released_after_scoring(networks, monkeypatch, tile_side, released):
+@pytest.mark.parametrize(
+    "tile_side, pair_released, stack_released", [(None, True, True), (200, True, True), (100, False, True), (40, False, False)]
+)
+def test_interpreters_sized_for_large_tiles_are_released_after_scoring(
+    networks, monkeypatch, tile_side, pair_released, stack_released
+):
     from mfkeras.fusion import litert
 
     _, lite = networks
     monkeypatch.setattr(litert, "TILE_SIDES", {"patch": 64})
-    monkeypatch.setattr(litert, "DECISION_TILES", {"pair": (64, 704, 48), "stack": (64, 512, 96)})
-    a, b = _textured((120, 90), 1), _textured((120, 90), 2)
+    if lite.kind == "patch":
+        pair_released = stack_released = tile_side != 40
+    # Pairs are released above their bound (128 here), joint stacks above theirs (64).
+    monkeypatch.setattr(litert, "DECISION_TILES", {"pair": (128, 704, 48), "stack": (64, 512, 96)})
+    a, b = _textured((120, 150), 1), _textured((120, 150), 2)
     expected = lite.score_map(a, b, max_tile_side=40)
     np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=tile_side), expected, atol=1e-5)
-    assert (litert.PAIR_FILE not in lite._interpreters) == released
+    assert (litert.PAIR_FILE not in lite._interpreters) == pair_released
     got = lite.stack_scores([a, b, a[::-1].copy()], max_tile_side=tile_side)
-    assert (litert.PROJECT_FILE not in lite._interpreters) == released
+    assert (litert.PROJECT_FILE not in lite._interpreters) == stack_released
     assert got.shape[0] == 3
     np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=40), expected, atol=1e-5)  # made again
+
+
+def test_kept_interpreters_survive_large_tiles(networks):
+    from mfkeras.fusion import litert
+
+    _, lite = networks
+    kept = litert.LiteRTNetwork(lite.directory, keep_interpreters=True)
+    a, b = _textured((120, 150), 1), _textured((120, 150), 2)
+    np.testing.assert_allclose(kept.score_map(a, b), lite.score_map(a, b, max_tile_side=40), atol=1e-5)
+    kept.stack_scores([a, b, a[::-1].copy()])
+    assert {litert.PAIR_FILE, litert.PROJECT_FILE} <= set(kept._interpreters)
 
 
 def test_fuse_gives_large_images_the_larger_tiles_and_joint_stacks_their_own(monkeypatch):

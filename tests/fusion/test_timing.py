@@ -17,16 +17,30 @@ def test_from_summary_reads_back_the_last_summary_line_to_the_printed_precision(
     assert parsed == {name: round(seconds, 3) for name, seconds in times.items()}
 
 
-def test_from_summary_names_a_missing_line():
-    with pytest.raises(ValueError, match="Timings"):
-        StageTimes.from_summary("Fused 2 images -> out.png\n")
+def test_from_summary_reads_an_empty_summary_as_no_stages():
+    assert StageTimes.from_summary(StageTimes().summary()) == {}
 
 
-def test_stage_adds_up_every_pass_and_keeps_time_when_the_block_raises():
+@pytest.mark.parametrize("text, match", [
+    ("Fused 2 images -> out.png\n", "No line starting 'Timings"),
+    ("Timings (s): decode fast; total 1.000\n", "Malformed stage 'decode fast'"),
+])
+def test_from_summary_names_a_missing_or_malformed_line(text, match):
+    with pytest.raises(ValueError, match=match):
+        StageTimes.from_summary(text)
+
+
+def test_stage_adds_up_every_pass_and_keeps_time_when_the_block_raises(monkeypatch):
+    import types
+
+    from mfkeras.fusion import timing
+
+    clock = iter([0.0, 0.25, 1.0, 1.5, 2.0, 2.125, 10.0, 10.5])
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     times = StageTimes()
     for _ in range(3):
         with times.stage("score"):
             pass
     with pytest.raises(RuntimeError), times.stage("blend"):
         raise RuntimeError("boom")
-    assert set(times) == {"score", "blend"} and times["score"] >= 0 and times["blend"] >= 0
+    assert times == {"score": 0.25 + 0.5 + 0.125, "blend": 0.5}
