@@ -99,7 +99,7 @@ def traced_branch(network: ScoreNetwork):
     split by input channel). The same function with the floats summed in another order (scores
     within a few 1e-6), but no concatenated tensor is built, so each layer's output is dropped
     once the next layer and its share of the mix have read it: a 500-pixel tile of the default
-    scored 24 % faster, a 216-pixel one 9 % (XNNPACK, 2-core x86).
+    scored 24 % faster, a 215-pixel one 9 % (XNNPACK, 2-core x86).
 
     Args:
         network: the float32 score network (a ``DecisionNetwork`` or a patch classifier's).
