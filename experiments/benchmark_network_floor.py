@@ -26,7 +26,6 @@ Example:
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,9 @@ if __package__ in (None, ""):
 
 from mfkeras.cli import common as cli  # noqa: E402
 from mfkeras.training import provenance  # noqa: E402
-from experiments.process_timing import peer_commands, run_once, time_commands, with_ratios, write_frames  # noqa: E402
+from experiments.process_timing import (  # noqa: E402
+    checked_run, peer_commands, run_once, time_commands, with_ratios, write_frames,
+)
 
 LYTRO = REPO_ROOT.parent / "shared/data/lytro"
 # Lighter configurations of the default's architecture: (widths, dilations, feature channels,
@@ -96,14 +97,6 @@ def network_seconds(network, grays: tuple, repeats: int, tiled: bool = True) -> 
         runs.append(time.perf_counter() - start)
     network.release()
     return statistics.median(runs)
-
-
-def checked_run(command: list) -> subprocess.CompletedProcess:
-    """Runs ``command``, capturing its output; fails with the end of its stderr on a non-zero exit."""
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr[-500:]}")
-    return proc
 
 
 def stage_times(command: list):

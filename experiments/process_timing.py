@@ -42,6 +42,15 @@ def run_once(command: list) -> tuple:
     return float(wall), int(rss_kb) / 1024.0
 
 
+def checked_run(command: list) -> subprocess.CompletedProcess:
+    """Runs ``command``, capturing its output as text; fails with the end of its stderr on a
+    non-zero exit."""
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr[-500:]}")
+    return proc
+
+
 def time_commands(commands: dict, repeats: int) -> dict:
     """Median wall time and peak RSS of each command, runs alternating between commands."""
     for command in commands.values():

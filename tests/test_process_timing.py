@@ -54,3 +54,9 @@ def test_run_once_does_not_count_the_callers_own_memory():
     _, rss_mb = process_timing.run_once([sys.executable, "-S", "-c", "pass"])
     assert rss_mb < 50
     del held
+
+
+def test_checked_run_returns_the_output_or_names_the_failure():
+    assert process_timing.checked_run([sys.executable, "-c", "print('out')"]).stdout == "out\n"
+    with pytest.raises(RuntimeError, match=r"exited 4: .*no good"):
+        process_timing.checked_run([sys.executable, "-c", "import sys; sys.stderr.write('no good'); sys.exit(4)"])

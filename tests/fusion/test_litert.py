@@ -258,10 +258,13 @@ def test_interpreters_sized_for_large_tiles_are_released_after_scoring(
     np.testing.assert_allclose(lite.score_map(a, b, max_tile_side=40), expected, atol=1e-5)  # made again
 
 
-def test_kept_interpreters_survive_large_tiles(networks):
+def test_kept_interpreters_survive_large_tiles(networks, monkeypatch):
     from mfkeras.fusion import litert
 
     _, lite = networks
+    # Bounds below the image, so that an untiled call is a large-tile one.
+    monkeypatch.setattr(litert, "TILE_SIDES", {"patch": 64})
+    monkeypatch.setattr(litert, "DECISION_TILES", {"pair": (64, 704, 48), "stack": (64, 512, 96)})
     kept = litert.LiteRTNetwork(lite.directory, keep_interpreters=True)
     a, b = _textured((120, 150), 1), _textured((120, 150), 2)
     np.testing.assert_allclose(kept.score_map(a, b), lite.score_map(a, b, max_tile_side=40), atol=1e-5)
