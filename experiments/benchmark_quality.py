@@ -216,33 +216,15 @@ def cv2_box(values, radius: int):
     return cv2.blur(values, (2 * radius + 1, 2 * radius + 1))
 
 
-def sample_for(sources: list, index: int, frames: int, config=None):
-    """Sample ``index``: from image ``index`` (cycled) with seed ``index`` (and the generator's
-    ``config``, default DefocusConfig()); an image that cannot be split into ``frames`` layers
-    gives way to the next one, deterministically."""
-    from mfkeras.evaluation import groundtruth
-    from mfkeras.io import images
-
-    config = config or groundtruth.DefocusConfig()
-    for offset in range(len(sources)):
-        try:
-            image = images.read_image(sources[(index + offset) % len(sources)])
-            return groundtruth.make_sample(image, frames, seed=index, config=config)
-        except ValueError:
-            continue
-    raise ValueError(f"No development image splits into {frames} depth layers.")
-
-
 def main(argv):
     del argv
     with cli.clean_errors("benchmark_quality"):
         from mfkeras import fusion
         from mfkeras.evaluation import groundtruth
-        from mfkeras.io import images
         from mfkeras.network import zoo
 
         config = groundtruth.DefocusConfig(kernels=tuple(FLAGS.kernels))
-        sources = [p for p in images.list_images(FLAGS.voc_dir) if groundtruth.is_development_image(p)]
+        sources = groundtruth.development_images(FLAGS.voc_dir)
         if not sources:
             raise ValueError(f"No development images in {FLAGS.voc_dir}.")
         names = FLAGS.models or zoo.available_models()
@@ -263,7 +245,7 @@ def main(argv):
         scratch = tempfile.mkdtemp(prefix="mfkeras-quality-")
         try:
             for kind, count, frames in (("pairs", FLAGS.pairs, 2), ("stacks", FLAGS.stacks, 5)):
-                samples = (sample_for(sources, i, frames, config) for i in range(count))
+                samples = (groundtruth.development_sample(sources, i, frames, config) for i in range(count))
                 keep = FLAGS.figure_pairs if (FLAGS.figure and kind == "pairs") else 0
                 figures, kept = evaluate(samples, methods, peers, scratch, keep)
                 report[kind] = {"count": count, "methods": figures}

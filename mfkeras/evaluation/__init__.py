@@ -11,7 +11,10 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "runner": ["Method", "evaluate", "jpeg_roundtrip", "resolve_method"],
         "report": ["markdown_table", "rank", "read_rows_csv", "rows_csv", "summarise", "summary_markdown"],
         "figures": ["figure_png", "gallery_png", "png_bytes", "save_maps"],
-        "groundtruth": ["DefocusConfig", "Sample", "make_sample", "is_development_image"],
+        "groundtruth": [
+            "DefocusConfig", "Sample", "make_sample", "is_development_image", "development_images",
+            "development_sample",
+        ],
         "reference": ["psnr", "ssim", "boundary_band", "boundary_band_psnr"],
     },
 )

@@ -178,3 +178,39 @@ def make_sample(
     source = np.rint(to_gray(image)).astype(np.uint8) if gray and image.ndim == 3 else image
     rendered = [render_frame(source, depth, frames - 1 - i, kernel, radius_step) for i in range(frames)]
     return Sample(rendered, source, (frames - 1 - depth).astype(np.int32), kernel, radius_step)
+
+
+def development_images(folder: str) -> list:
+    """The development split's all-in-focus images in ``folder`` (sorted paths); never trained on."""
+    from mfkeras.io import images
+
+    return [path for path in images.list_images(folder) if is_development_image(path)]
+
+
+def development_sample(sources: list, index: int, frames: int, config: DefocusConfig | None = None) -> Sample:
+    """Sample ``index`` of the development split: from image ``index`` (cycled) with seed ``index``.
+
+    An image that cannot be split into ``frames`` layers gives way to the next one,
+    deterministically, so the split is the same on every machine.
+
+    Args:
+        sources: paths of the all-in-focus images (`development_images`).
+        index: the sample's number, 0 or more.
+        frames: 2 for a pair, N for an N-frame stack.
+        config: the defocus model; default ``DefocusConfig()``.
+
+    Returns:
+        The `Sample`.
+    """
+    from mfkeras.io import images
+
+    if not sources:
+        raise ValueError("sources is empty: no all-in-focus images to make a sample from.")
+    config = config or DefocusConfig()
+    for offset in range(len(sources)):
+        try:
+            image = images.read_image(sources[(index + offset) % len(sources)])
+            return make_sample(image, frames, seed=index, config=config)
+        except ValueError:
+            continue
+    raise ValueError(f"No development image splits into {frames} depth layers.")

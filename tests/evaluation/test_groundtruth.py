@@ -112,3 +112,37 @@ def test_development_split_is_fixed_by_name():
     chosen = [n for n in names if groundtruth.is_development_image(n)]
     assert 0.09 < len(chosen) / len(names) < 0.16
     assert chosen == [n for n in names if groundtruth.is_development_image("some/dir/" + n)]
+
+
+def test_development_images_are_the_split_and_samples_are_deterministic(tmp_path):
+    from mfkeras.io import images
+
+    names = [f"2008_{i:06d}.png" for i in range(40)]
+    chosen = [n for n in names if groundtruth.is_development_image(n)]
+    assert 0 < len(chosen) < len(names)
+    for number, name in enumerate(names):
+        images.write_image(str(tmp_path / name), _scene(number % 3))
+    found = groundtruth.development_images(str(tmp_path))
+    assert [p.rsplit("/", 1)[-1] for p in found] == sorted(chosen)
+    first = groundtruth.development_sample(found, len(found) + 1, 2)
+    again = groundtruth.development_sample(found, len(found) + 1, 2)
+    # Image index cycles (len + 1 -> image 1), the seed is the index itself.
+    expected = groundtruth.make_sample(images.read_image(found[1]), 2, seed=len(found) + 1)
+    for frame, same, reference_frame in zip(first.frames, again.frames, expected.frames):
+        assert np.array_equal(frame, same) and np.array_equal(frame, reference_frame)
+
+
+def test_development_sample_skips_an_image_that_cannot_be_split(tmp_path):
+    from mfkeras.io import images
+
+    flat, textured = str(tmp_path / "deep.png"), str(tmp_path / "scene.png")
+    images.write_image(flat, np.full((32, 32, 3), 1000, np.uint16))  # the generator takes uint8 only
+    images.write_image(textured, _scene(0))
+    with pytest.raises(ValueError):
+        groundtruth.make_sample(images.read_image(flat), 2, seed=0)
+    sample = groundtruth.development_sample([flat, textured], 0, 2)
+    assert np.array_equal(sample.truth, _scene(0))
+    with pytest.raises(ValueError, match="No development image"):
+        groundtruth.development_sample([flat], 0, 2)
+    with pytest.raises(ValueError, match="sources is empty"):
+        groundtruth.development_sample([], 0, 2)
