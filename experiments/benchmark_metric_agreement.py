@@ -20,7 +20,6 @@ Example:
 """
 
 import functools
-import math
 import os
 import sys
 import time
@@ -37,10 +36,17 @@ from mfkeras.cli import common as cli  # noqa: E402
 from mfkeras.training import provenance  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
-SOURCE_METRICS = ["CE", "QABF", "QABF_L", "MI", "NMI", "QY", "QCB", "QW", "QP", "SSIM"]
 # The published Lytro results that choose whole 8x8 DCT blocks, and Liu et al.'s CNN.
 BLOCK_METHODS = ["DCT_EOL", "SVDDCT", "DCT_Corr", "CNN"]
 TRUTH, ORACLE = "ground truth", "true focus map, selection"
+
+
+def source_metrics() -> list:
+    """The metrics that compare a fused image with its sources (`metrics.METRICS`' order)."""
+    from mfkeras.evaluation import metrics
+
+    return [name for name, (info, _) in metrics.METRICS.items() if info.needs_sources]
+
 
 flags.DEFINE_string("voc_dir", str(SHARED / "data/voc2012-train"), "All-in-focus images.")
 flags.DEFINE_integer("pairs", 300, "Development pairs.", lower_bound=1)
@@ -48,161 +54,145 @@ flags.DEFINE_integer("band", 8, "Half width k of the boundary band, pixels.", lo
 flags.DEFINE_integer("jpeg_quality", 75, "Also score under the JPEG protocol at this quality (0: lossless only).",
                      lower_bound=0, upper_bound=100)
 flags.DEFINE_string("liu_mat", str(SHARED / "ref/liu2017/cnnmodel.mat"),
-                    "Liu et al.'s released cnnmodel.mat (its row is skipped when absent).")
+                    "Liu et al.'s released cnnmodel.mat (empty: no row; the default path is skipped when absent).")
 flags.DEFINE_list("baselines", ["dwt"], "Classical baselines to add (mfkeras-evaluate's names).")
-flags.DEFINE_list("metrics", SOURCE_METRICS, "Source-based metrics to score (mfkeras.evaluation.metrics).")
-flags.DEFINE_string("lytro_dir", str(SHARED / "data/lytro"), "Lytro pairs for the block probe (skipped when absent).")
+flags.DEFINE_list("metrics", [], "Source-based metrics to score (default: every one, "
+                  "CE,QABF,QABF_L,MI,NMI,QY,QCB,QW,QP,SSIM).")
+flags.DEFINE_string("lytro_dir", str(SHARED / "data/lytro"),
+                    "Lytro pairs for the block probe (empty: none; the default path is skipped when absent).")
 flags.DEFINE_string("published_dir", str(SHARED / "data/lytro-published"), "Published Lytro results.")
 flags.DEFINE_string("output_json", str(REPO_ROOT / "experiments/results/benchmark_metric_agreement.json"),
                     "Where to write.")
 FLAGS = flags.FLAGS
 
 
-def default_variants(model) -> dict:
-    """``{row: function(frames) -> fused}`` for the default model: as shipped, without halo
-    removal, as a hard selection by its verified decision, and that selection on 8x8 blocks."""
+def default_rows(model, frames: list) -> dict:
+    """The default's four rows for one pair: as shipped, without halo removal, as a hard
+    selection by its verified decision, and that selection snapped to 8x8 blocks."""
     import numpy as np
 
     from mfkeras import fusion
-    from mfkeras.evaluation import agreement
+    from mfkeras.evaluation import agreement, reference
 
+    result = fusion.fuse(frames, model)
     without_halo = fusion.FusionOptions(halo_removal=False)
-    cache = {}
-
-    def shipped(frames):
-        cache["result"] = fusion.fuse(frames, model)
-        return cache["result"].fused
-
-    def selection(frames, block=1):
-        decision = cache["result"].decision.astype(bool)  # the call to `shipped` just before
-        return np.where(agreement.block_aligned(decision, block)[..., None], frames[0], frames[1])
-
-    return {
-        "mfkeras default": shipped,
-        "mfkeras default, no halo removal": lambda frames: fusion.fuse(frames, model, without_halo).fused,
-        "mfkeras default, selection": selection,
-        "mfkeras default, 8x8-block selection": lambda frames: selection(frames, 8),
-    }
+    rows = {"mfkeras default": result.fused,
+            "mfkeras default, no halo removal": fusion.fuse(frames, model, without_halo).fused}
+    first = result.decision.astype(bool)  # True where the first frame is chosen (label 0)
+    for name, block in (("mfkeras default, selection", 1), ("mfkeras default, 8x8-block selection", 8)):
+        rows[name] = reference.select_by_labels(np.where(agreement.block_aligned(first, block), 0, 1), frames)
+    return rows
 
 
-def fused_rows(methods: dict, frames: list, encode) -> dict:
-    """Every method's fused image of ``frames``, passed through ``encode`` (the protocol)."""
-    return {name: encode(fuse(frames)) for name, fuse in methods.items()}
+def fused_rows(model, methods: dict, frames: list, encode) -> dict:
+    """The default's rows and every other method's fused image of ``frames``, each passed
+    through ``encode`` (the protocol)."""
+    fused = default_rows(model, frames)
+    fused.update({name: fuse(frames) for name, fuse in methods.items()})
+    return {name: encode(image) for name, image in fused.items()}
 
 
-def score_rows(fused: dict, frames: list, truth, labels, metric_names: list) -> dict:
-    """``{row: {metric: value}}``: PSNR and band PSNR against the truth, and the source metrics."""
+def score_rows(fused: dict, frames: list, truth, labels, band: int, metric_names: list) -> dict:
+    """``{row: {column: value}}``: PSNR, band PSNR and SSIM against the truth, and the source metrics."""
     from mfkeras.evaluation import metrics, reference
 
-    scored = {}
-    for name, image in fused.items():
-        row = {"psnr": reference.psnr(truth, image),
-               "band_psnr": reference.boundary_band_psnr(truth, image, labels, FLAGS.band)}
-        row.update(metrics.evaluate_all(frames[0], frames[1], image, metric_names))
-        scored[name] = row
-    return scored
+    return {name: {**reference.truth_scores(truth, image, labels, band),
+                   **metrics.evaluate_all(frames[0], frames[1], image, metric_names)}
+            for name, image in fused.items()}
 
 
-def summarise(per_sample: list, metric_names: list) -> dict:
-    """Means per row, the truth's rank by each metric's mean, and each metric's concordance
-    with PSNR and with band PSNR over all rows and samples."""
-    import numpy as np
+def development_run(model, methods: dict, protocols: dict, metric_names: list, voc_dir: str, pairs: int,
+                    band: int) -> dict:
+    """Scores every row on ``pairs`` development pairs under each protocol: ``{protocol: summary}``."""
+    from mfkeras.evaluation import agreement, groundtruth, reference
 
-    from mfkeras.evaluation import agreement, metrics, report
-
-    rows = list(per_sample[0])
-    columns = ["psnr", "band_psnr", *metric_names]
-    table = {c: np.array([[sample[r][c] for r in rows] for sample in per_sample]) for c in columns}
-    means = {r: {c: float(np.nanmean(table[c][:, i])) for c in columns} for i, r in enumerate(rows)}
-    if not np.isfinite(means[TRUTH]["psnr"]):  # lossless: the truth against itself; JSON has no inf
-        means[TRUTH]["psnr"] = means[TRUTH]["band_psnr"] = None
-    summary = {"rows": rows, "means": means, "truth_rank": {}, "concordance_psnr": {}, "concordance_band": {}}
-    for name in metric_names:
-        higher = metrics.METRICS[name][0].higher_is_better
-        signed = {r: {name: v[name] if higher else -v[name]} for r, v in means.items()}
-        summary["truth_rank"][name] = next(p for p, r, _ in report.rank(signed, name) if r == TRUTH)
-        summary["concordance_psnr"][name] = agreement.concordance(table[name], table["psnr"], higher)
-        summary["concordance_band"][name] = agreement.concordance(table[name], table["band_psnr"], higher)
-    return summary
-
-
-def development_run(methods: dict, protocols: dict, metric_names: list) -> dict:
-    """Scores every method on --pairs development pairs under each protocol."""
-    import numpy as np
-
-    from mfkeras.evaluation import groundtruth
-
-    sources = groundtruth.development_images(FLAGS.voc_dir)
+    sources = groundtruth.development_images(voc_dir)
     if not sources:
-        raise ValueError(f"No development images in {FLAGS.voc_dir}.")
+        raise ValueError(f"No development images in {voc_dir}.")
     per_protocol = {name: [] for name in protocols}
     start = time.perf_counter()
-    for index in range(FLAGS.pairs):
+    for index in range(pairs):
         sample = groundtruth.development_sample(sources, index, 2)
         for protocol, encode in protocols.items():
             frames = [encode(frame) for frame in sample.frames]
-            fused = {TRUTH: encode(sample.truth), ORACLE: encode(np.choose(sample.labels[..., None], frames))}
-            fused.update(fused_rows(methods, frames, encode))
-            per_protocol[protocol].append(score_rows(fused, frames, sample.truth, sample.labels, metric_names))
+            fused = {TRUTH: encode(sample.truth), ORACLE: encode(reference.select_by_labels(sample.labels, frames))}
+            fused.update(fused_rows(model, methods, frames, encode))
+            per_protocol[protocol].append(score_rows(fused, frames, sample.truth, sample.labels, band, metric_names))
         if (index + 1) % 25 == 0:
-            print(f"{index + 1}/{FLAGS.pairs} pairs, {time.perf_counter() - start:.0f} s", flush=True)
-    return {protocol: summarise(rows, metric_names) for protocol, rows in per_protocol.items()}
+            print(f"{index + 1}/{pairs} pairs, {time.perf_counter() - start:.0f} s", flush=True)
+    return {protocol: agreement.agreement_summary(rows, metric_names, TRUTH) for protocol, rows in per_protocol.items()}
 
 
-def lytro_probe(model, encode, metric_names: list) -> dict:
-    """Means over the Lytro pairs of the default's variants (JPEG protocol) and the published
-    block-selecting methods as stored; empty when --lytro_dir is absent."""
+def lytro_probe(model, encode, metric_names: list, lytro_dir: str, published_dir: str) -> dict:
+    """Means over the Lytro pairs of the default's rows (``encode``: the JPEG protocol) and of
+    the published block-selecting methods as stored, each with the pairs it covers."""
     import numpy as np
 
     from mfkeras.evaluation import metrics, pairs
     from mfkeras.io import images
 
-    if not os.path.isdir(FLAGS.lytro_dir):
-        return {}
-    usable = [p for p in pairs.find_pairs(FLAGS.lytro_dir) if p.skip_reason is None]
-    published = pairs.find_precomputed(FLAGS.published_dir, [p.name for p in usable]) if os.path.isdir(
-        FLAGS.published_dir) else {}
-    variants = {k: v for k, v in default_variants(model).items() if "no halo" not in k}
+    usable = [p for p in pairs.find_pairs(lytro_dir) if p.skip_reason is None]
+    if not usable:
+        raise ValueError(f"No usable Lytro pairs in {lytro_dir}.")
+    published = pairs.find_precomputed(published_dir, [p.name for p in usable]) if published_dir else {}
     scores = {}
     for pair in usable:
         frames = [images.read_image(path) for path in pair.paths]
-        fused = fused_rows(variants, frames, encode)
+        fused = fused_rows(model, {}, frames, encode)
         for method in BLOCK_METHODS:
             if pair.name in published.get(method, {}):
                 fused[method] = images.read_image(published[method][pair.name])
         for name, image in fused.items():
             scores.setdefault(name, []).append(metrics.evaluate_all(frames[0], frames[1], image, metric_names))
-    return {name: {m: float(np.mean([row[m] for row in rows])) for m in metric_names} for name, rows in scores.items()}
+    return {name: {"pairs": len(rows), **{m: float(np.mean([row[m] for row in rows])) for m in metric_names}}
+            for name, rows in scores.items()}
 
 
 def print_summary(protocol: str, summary: dict, metric_names: list) -> None:
     """One line per row (means), then the truth's rank and the concordances."""
     print(f"\n{protocol}: " + " ".join(f"{c:>7s}" for c in ["PSNR", "band", *metric_names]))
     for row in summary["rows"]:
-        values = {c: math.inf if v is None else v for c, v in summary["means"][row].items()}
-        print(f"{row[:36]:36s} " + " ".join(f"{values[c]:7.4f}" if c not in ("psnr", "band_psnr")
-                                             else f"{values[c]:7.2f}" for c in ["psnr", "band_psnr", *metric_names]))
+        values = summary["means"][row]
+        print(f"{row[:36]:36s} " + " ".join(
+            f"{'-':>7s}" if values[c] is None else f"{values[c]:7.2f}" if c in ("psnr", "band_psnr")
+            else f"{values[c]:7.4f}" for c in ["psnr", "band_psnr", *metric_names]))
     for label, key, form in (("rank of the ground truth", "truth_rank", "7d"),
                              ("concordance with PSNR", "concordance_psnr", "7.3f"),
                              ("concordance with band PSNR", "concordance_band", "7.3f")):
-        print(f"{label:36s} {'':15s} " + " ".join(format(summary[key][m], form) for m in metric_names))
+        print(f"{label:36s} {'':15s} " + " ".join(
+            f"{'-':>7s}" if summary[key][m] is None else format(summary[key][m], form) for m in metric_names))
+
+
+def optional_path(name: str, kind: str):
+    """The path a flag names, None when empty, or when it is the default and absent; an error
+    when it was given and is absent."""
+    path = FLAGS[name].value
+    exists = os.path.isfile(path) if kind == "file" else os.path.isdir(path)
+    if not path or (not exists and not FLAGS[name].present):
+        return None
+    if not exists:
+        raise ValueError(f"--{name} is not a {kind}. Received: {path}")
+    return path
 
 
 def main(argv):
     del argv
     with cli.clean_errors("benchmark_metric_agreement"):
-        from mfkeras.evaluation import metrics, runner
+        from mfkeras.evaluation import runner
         from mfkeras.network import zoo
 
-        unknown = [m for m in FLAGS.metrics if m not in metrics.METRICS or not metrics.METRICS[m][0].needs_sources]
+        names = FLAGS.metrics or source_metrics()
+        unknown = [m for m in names if m not in source_metrics()]
         if unknown:
-            raise ValueError(f"--metrics must name source-based metrics ({', '.join(SOURCE_METRICS)}). "
+            raise ValueError(f"--metrics must name source-based metrics ({','.join(source_metrics())}). "
                              f"Received: {','.join(unknown)}")
+        liu_mat, lytro_dir = optional_path("liu_mat", "file"), optional_path("lytro_dir", "directory")
+        published_dir = optional_path("published_dir", "directory") if lytro_dir else None
         baselines = [runner.resolve_method(name) for name in FLAGS.baselines]
         model = zoo.load_patch_model()
-        methods = default_variants(model)
-        if os.path.isfile(FLAGS.liu_mat):
-            released = runner.resolve_method(runner.LIU_MAT_PREFIX + FLAGS.liu_mat)
+        methods = {}
+        if liu_mat:
+            released = runner.resolve_method(runner.LIU_MAT_PREFIX + liu_mat)
             methods[released.name] = released.fuse
         methods.update({method.name: method.fuse for method in baselines})
         protocols = {"lossless": lambda image: image}
@@ -211,17 +201,20 @@ def main(argv):
             protocols[f"jpeg{FLAGS.jpeg_quality}"] = jpeg
         start = time.perf_counter()
         report = {"machine": provenance.describe_machine(), "pairs": FLAGS.pairs, "band": FLAGS.band,
-                  "default_model": zoo.DEFAULT_MODEL, "metrics": FLAGS.metrics}
-        report["development"] = development_run(methods, protocols, FLAGS.metrics)
-        if jpeg is not None:
-            report["lytro_jpeg"] = lytro_probe(model, jpeg, FLAGS.metrics)
+                  "default_model": zoo.DEFAULT_MODEL, "metrics": names, "jpeg_quality": FLAGS.jpeg_quality,
+                  "voc_dir": FLAGS.voc_dir, "liu_mat": liu_mat, "baselines": FLAGS.baselines,
+                  "lytro_dir": lytro_dir if jpeg else None, "published_dir": published_dir if jpeg else None}
+        report["development"] = development_run(model, methods, protocols, names, FLAGS.voc_dir, FLAGS.pairs,
+                                                FLAGS.band)
+        if jpeg is not None and lytro_dir:
+            report["lytro_jpeg"] = lytro_probe(model, jpeg, names, lytro_dir, published_dir)
         report["seconds"] = time.perf_counter() - start
         for protocol, summary in report["development"].items():
-            print_summary(protocol, summary, FLAGS.metrics)
+            print_summary(protocol, summary, names)
         if report.get("lytro_jpeg"):
-            print(f"\nLytro, JPEG-{FLAGS.jpeg_quality}: " + " ".join(f"{m:>7s}" for m in FLAGS.metrics))
+            print(f"\nLytro, JPEG-{FLAGS.jpeg_quality}: " + " ".join(f"{m:>7s}" for m in names))
             for name, values in report["lytro_jpeg"].items():
-                print(f"{name[:36]:36s} " + " ".join(f"{values[m]:7.4f}" for m in FLAGS.metrics))
+                print(f"{name[:36]:36s} " + " ".join(f"{values[m]:7.4f}" for m in names))
         cli.write_json(FLAGS.output_json, report)
         print(f"figures: {FLAGS.output_json}")
 

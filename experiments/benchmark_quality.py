@@ -94,24 +94,12 @@ def run_peer(command: list, output: str, shape: tuple):
     return fused if fused.shape == shape and fused.dtype.name == "uint8" else None
 
 
-def scores_of(sample, fused, band) -> dict:
-    """PSNR, boundary-band PSNR and SSIM of one fused image (NaN when a method gave none)."""
-    from mfkeras.evaluation import reference
-
-    if fused is None:
-        return {"psnr": float("nan"), "band_psnr": float("nan"), "ssim": float("nan")}
-    return {
-        "psnr": reference.psnr(sample.truth, fused),
-        "band_psnr": reference.boundary_band_psnr(sample.truth, fused, sample.labels, band),
-        "ssim": reference.ssim(sample.truth, fused),
-    }
-
-
 def evaluate(samples, methods: dict, peers: dict, scratch: str, keep: int = 0) -> tuple:
     """``{method: {metric: mean}}`` over the samples with each method's failure count, and the
     first ``keep`` samples with every method's fused image (for the figure)."""
     import numpy as np
 
+    from mfkeras.evaluation import reference
     from mfkeras.io import images
 
     totals, kept = {}, []
@@ -121,12 +109,13 @@ def evaluate(samples, methods: dict, peers: dict, scratch: str, keep: int = 0) -
             frames.append(os.path.join(scratch, f"s{index}_{number}.png"))
             images.write_image(frames[-1], frame)
         fused = {name: fuse(sample.frames) for name, fuse in methods.items()}
-        fused["oracle"] = np.choose(sample.labels[..., None], sample.frames)
+        fused["oracle"] = reference.select_by_labels(sample.labels, sample.frames)
         for name, command in peers.items():
             out = os.path.join(scratch, f"s{index}_{name.replace(' ', '_')}.png")
             fused[name] = run_peer(command(frames, out), out, sample.truth.shape)
         for name, image in fused.items():
-            totals.setdefault(name, []).append(scores_of(sample, image, FLAGS.band))
+            scores = reference.truth_scores(sample.truth, image, sample.labels, FLAGS.band)
+            totals.setdefault(name, []).append(scores)
         if index < keep:
             kept.append((sample, fused))
 

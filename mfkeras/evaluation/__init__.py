@@ -5,7 +5,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["figures", "groundtruth", "metrics", "pairs", "reference", "report", "runner"],
+    submodules=["agreement", "figures", "groundtruth", "metrics", "pairs", "reference", "report", "runner"],
     submod_attrs={
         "pairs": ["IMAGE_EXTENSIONS", "Pair", "find_pairs", "find_precomputed"],
         "runner": ["Method", "evaluate", "jpeg_roundtrip", "resolve_method"],
@@ -15,6 +15,9 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "DefocusConfig", "Sample", "make_sample", "is_development_image", "development_images",
             "development_sample",
         ],
-        "reference": ["psnr", "ssim", "boundary_band", "boundary_band_psnr"],
+        "reference": [
+            "psnr", "ssim", "boundary_band", "boundary_band_psnr", "truth_scores", "select_by_labels",
+        ],
+        "agreement": ["concordance", "block_aligned", "agreement_summary"],
     },
 )

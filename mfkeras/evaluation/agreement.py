@@ -4,7 +4,7 @@ Q^AB/F, NMI, Q_Y, Q_CB and the other source-based metrics score a fused image wi
 the all-in-focus scene. On generated pairs, whose truth is known, `concordance` measures how
 often a metric prefers the image that is closer to the truth, and `block_aligned` makes the
 probe that separates JPEG block alignment from fusion quality: a decision map snapped to the
-8x8 grid that JPEG codes in.
+8x8 grid that JPEG codes in. `agreement_summary` puts a benchmark's per-sample scores together.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def block_aligned(decision: np.ndarray, block: int = 8) -> np.ndarray:
     decision = np.asarray(decision)
     if decision.ndim != 2 or decision.dtype != np.bool_:
         raise ValueError(f"decision must be a 2-D bool map. Received: shape {decision.shape}, dtype {decision.dtype}")
-    if int(block) != block or block < 1:
+    if not isinstance(block, (int, np.integer)) or block < 1:
         raise ValueError(f"block must be a positive integer. Received: block={block}")
     rows, cols = np.arange(0, decision.shape[0], block), np.arange(0, decision.shape[1], block)
     if not rows.size or not cols.size:
@@ -68,3 +68,54 @@ def block_aligned(decision: np.ndarray, block: int = 8) -> np.ndarray:
     sizes = np.outer(np.diff(np.append(rows, decision.shape[0])), np.diff(np.append(cols, decision.shape[1])))
     majority = 2 * counts > sizes
     return np.repeat(np.repeat(majority, block, axis=0), block, axis=1)[: decision.shape[0], : decision.shape[1]]
+
+
+def _finite_mean(values: np.ndarray):
+    """Mean of the finite values and how many were left out (None when none is finite)."""
+    finite = values[np.isfinite(values)]
+    return (float(finite.mean()) if finite.size else None), int(values.size - finite.size)
+
+
+def agreement_summary(per_sample: list, metric_names: list, truth_row: str) -> dict:
+    """Means, the truth's ranks and the concordances of a run that scored rows of fused images.
+
+    Args:
+        per_sample: one ``{row: {column: value}}`` per sample, every sample with the same rows;
+            the columns are ``psnr`` and ``band_psnr`` (against the truth) and ``metric_names``.
+        metric_names: source-based metrics (keys of `mfkeras.evaluation.metrics.METRICS`).
+        truth_row: the row that holds the ground truth itself.
+
+    Returns:
+        ``rows``; ``means`` per row and column over the finite values (None when none is:
+        the truth's PSNR against itself is infinite), with ``left_out`` counting the rest;
+        ``truth_rank`` by each metric's mean (1 = best, in the metric's own direction); and
+        ``concordance_psnr`` / ``concordance_band`` per metric (`concordance`; None when no
+        pair is ordered).
+    """
+    from mfkeras.evaluation import report
+
+    rows = list(per_sample[0])
+    if truth_row not in rows or any(list(sample) != rows for sample in per_sample):
+        raise ValueError(f"Every sample must hold the same rows, {truth_row!r} among them. Received: rows {rows}")
+    columns = ["psnr", "band_psnr", *metric_names]
+    table = {c: np.array([[sample[r][c] for r in rows] for sample in per_sample], np.float64) for c in columns}
+    summary = {"rows": rows, "means": {}, "left_out": {}, "truth_rank": {}, "concordance_psnr": {},
+               "concordance_band": {}}
+    for index, row in enumerate(rows):
+        figures = {c: _finite_mean(table[c][:, index]) for c in columns}
+        summary["means"][row] = {c: mean for c, (mean, _) in figures.items()}
+        left_out = {c: count for c, (_, count) in figures.items() if count}
+        if left_out:
+            summary["left_out"][row] = left_out
+
+    def finite_or_none(value: float):
+        return value if np.isfinite(value) else None
+
+    for name in metric_names:
+        higher = report.higher_is_better(name)
+        ranked = report.rank({r: {name: v[name] if v[name] is not None else np.nan}
+                              for r, v in summary["means"].items()}, name)
+        summary["truth_rank"][name] = next(position for position, row, _ in ranked if row == truth_row)
+        summary["concordance_psnr"][name] = finite_or_none(concordance(table[name], table["psnr"], higher))
+        summary["concordance_band"][name] = finite_or_none(concordance(table[name], table["band_psnr"], higher))
+    return summary

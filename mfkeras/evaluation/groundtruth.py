@@ -206,6 +206,8 @@ def development_sample(sources: list, index: int, frames: int, config: DefocusCo
 
     if not sources:
         raise ValueError("sources is empty: no all-in-focus images to make a sample from.")
+    if not isinstance(index, (int, np.integer)) or index < 0:
+        raise ValueError(f"index must be a non-negative integer. Received: index={index!r}")
     config = config or DefocusConfig()
     for offset in range(len(sources)):
         try:

@@ -93,3 +93,34 @@ def ssim(truth: np.ndarray, image: np.ndarray) -> float:
     vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
     ssim_map = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return float(ssim_map.mean())
+
+
+def truth_scores(truth: np.ndarray, image: np.ndarray | None, labels: np.ndarray, k: float = DEFAULT_BAND) -> dict:
+    """PSNR, boundary-band PSNR (``k``) and SSIM of one fused image against the truth.
+
+    Args:
+        truth: the all-in-focus image.
+        image: the fused image, same shape and dtype; None when a method gave none.
+        labels: (H, W) true focus labels (which frame is sharp at each pixel).
+        k: half width of the boundary band, pixels.
+
+    Returns:
+        ``{"psnr", "band_psnr", "ssim"}``, NaN each when ``image`` is None.
+    """
+    if image is None:
+        return {"psnr": math.nan, "band_psnr": math.nan, "ssim": math.nan}
+    return {"psnr": psnr(truth, image), "band_psnr": boundary_band_psnr(truth, image, labels, k),
+            "ssim": ssim(truth, image)}
+
+
+def select_by_labels(labels: np.ndarray, frames) -> np.ndarray:
+    """Each pixel from the frame its label names: selection by a focus map (gray or colour)."""
+    labels = np.asarray(labels)
+    stacked = np.stack([np.asarray(frame) for frame in frames])
+    if labels.shape != stacked.shape[1:3]:
+        raise ValueError(f"labels must be (H, W) like the frames. Received: labels {labels.shape}, "
+                         f"frames {stacked.shape[1:]}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(stacked)):
+        raise ValueError(f"labels must lie in 0..{len(stacked) - 1}. Received: {labels.min()}..{labels.max()}")
+    index = labels.astype(np.intp)[None] if stacked.ndim == 3 else labels.astype(np.intp)[None, ..., None]
+    return np.take_along_axis(stacked, np.broadcast_to(index, (1, *stacked.shape[1:])), axis=0)[0]

@@ -85,5 +85,57 @@ def test_block_aligned_ties_go_to_the_second_source_and_is_idempotent():
 def test_block_aligned_rejects_bad_maps(bad, match):
     with pytest.raises(ValueError, match=match):
         agreement.block_aligned(bad, 8)
-    with pytest.raises(ValueError, match="block must be"):
-        agreement.block_aligned(np.zeros((4, 4), bool), 0)
+    for block in (0, 8.0):
+        with pytest.raises(ValueError, match="block must be"):
+            agreement.block_aligned(np.zeros((4, 4), bool), block)
+
+
+TRUTH = "ground truth"
+
+
+def test_summary_ranks_the_truth_in_each_metrics_direction_and_counts_concordance():
+    per_sample = [
+        {TRUTH: {"psnr": 50.0, "band_psnr": 40.0, "NMI": 1.0, "CE": 0.005},
+         "a": {"psnr": 40.0, "band_psnr": 30.0, "NMI": 1.2, "CE": 0.01},
+         "b": {"psnr": 30.0, "band_psnr": 35.0, "NMI": 0.9, "CE": 0.03}},
+        {TRUTH: {"psnr": 52.0, "band_psnr": 42.0, "NMI": 1.1, "CE": 0.005},
+         "a": {"psnr": 41.0, "band_psnr": 31.0, "NMI": 1.3, "CE": 0.01},
+         "b": {"psnr": 31.0, "band_psnr": 36.0, "NMI": 0.8, "CE": 0.03}},
+    ]
+    summary = agreement.agreement_summary(per_sample, ["NMI", "CE"], TRUTH)
+    assert summary["rows"] == [TRUTH, "a", "b"]
+    assert summary["means"]["a"]["psnr"] == pytest.approx(40.5)
+    # NMI prefers a over the truth; CE is lower-is-better and the truth has the lowest.
+    assert summary["truth_rank"] == {"NMI": 2, "CE": 1}
+    # PSNR order truth > a > b: NMI agrees on (truth, b) and (a, b), not on (truth, a); CE on all.
+    assert summary["concordance_psnr"]["NMI"] == pytest.approx(2 / 3)
+    assert summary["concordance_psnr"]["CE"] == 1.0
+    # Band order truth > b > a: NMI agrees only on (truth, b).
+    assert summary["concordance_band"]["NMI"] == pytest.approx(1 / 3)
+    assert summary["left_out"] == {}
+
+
+def test_summary_leaves_infinite_values_out_of_means_and_counts_them():
+    import json
+
+    per_sample = [
+        {TRUTH: {"psnr": np.inf, "band_psnr": np.inf, "NMI": 1.0}, "a": {"psnr": 40.0, "band_psnr": 30.0, "NMI": 1.2}},
+        {TRUTH: {"psnr": 55.0, "band_psnr": np.inf, "NMI": 1.0}, "a": {"psnr": 42.0, "band_psnr": 32.0, "NMI": 0.9}},
+    ]
+    summary = agreement.agreement_summary(per_sample, ["NMI"], TRUTH)
+    assert summary["means"][TRUTH]["psnr"] == 55.0 and summary["means"][TRUTH]["band_psnr"] is None
+    assert summary["left_out"] == {TRUTH: {"psnr": 1, "band_psnr": 2}}
+    assert summary["concordance_psnr"]["NMI"] == 0.5  # inf still orders: truth > a in both samples
+    json.dumps(summary, allow_nan=False)
+    undefined = agreement.agreement_summary(
+        [{TRUTH: {"psnr": 1.0, "band_psnr": 1.0, "NMI": 1.0}, "a": {"psnr": 1.0, "band_psnr": 1.0, "NMI": 2.0}}],
+        ["NMI"], TRUTH)
+    assert undefined["concordance_psnr"]["NMI"] is None
+
+
+def test_summary_needs_the_truth_row_in_every_sample():
+    with pytest.raises(ValueError, match="same rows"):
+        agreement.agreement_summary([{"a": {"psnr": 1.0, "band_psnr": 1.0, "NMI": 1.0}}], ["NMI"], TRUTH)
+    rows = {TRUTH: {"psnr": 1.0, "band_psnr": 1.0, "NMI": 1.0}}
+    with pytest.raises(ValueError, match="same rows"):
+        agreement.agreement_summary([rows, {**rows, "a": rows[TRUTH]}], ["NMI"], TRUTH)

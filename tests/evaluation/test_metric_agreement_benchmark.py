@@ -1,6 +1,5 @@
-"""experiments/benchmark_metric_agreement.py: its summary, a small run checked independently, bad flags."""
+"""experiments/benchmark_metric_agreement.py: a small run checked by independent computation, bad flags."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,41 +9,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_PATH = ROOT / "experiments" / "benchmark_metric_agreement.py"
-_SPEC = importlib.util.spec_from_file_location("benchmark_metric_agreement", _PATH)
-benchmark = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(benchmark)
-
-
-def test_summary_ranks_the_truth_and_counts_concordance_per_metric_direction():
-    truth = benchmark.TRUTH
-    per_sample = [
-        {truth: {"psnr": 50.0, "band_psnr": 40.0, "NMI": 1.0, "CE": 0.02},
-         "a": {"psnr": 40.0, "band_psnr": 30.0, "NMI": 1.2, "CE": 0.01},
-         "b": {"psnr": 30.0, "band_psnr": 35.0, "NMI": 0.9, "CE": 0.03}},
-        {truth: {"psnr": 52.0, "band_psnr": 42.0, "NMI": 1.1, "CE": 0.02},
-         "a": {"psnr": 41.0, "band_psnr": 31.0, "NMI": 1.3, "CE": 0.01},
-         "b": {"psnr": 31.0, "band_psnr": 36.0, "NMI": 0.8, "CE": 0.03}},
-    ]
-    summary = benchmark.summarise(per_sample, ["NMI", "CE"])
-    assert summary["means"]["a"]["psnr"] == pytest.approx(40.5)
-    # NMI prefers a over the truth; CE (lower is better) does too.
-    assert summary["truth_rank"] == {"NMI": 2, "CE": 2}
-    # PSNR order truth > a > b: NMI agrees on (truth, b) and (a, b), not on (truth, a).
-    assert summary["concordance_psnr"]["NMI"] == pytest.approx(2 / 3)
-    assert summary["concordance_psnr"]["CE"] == pytest.approx(2 / 3)
-    # Band order truth > b > a: NMI agrees only on (truth, b).
-    assert summary["concordance_band"]["NMI"] == pytest.approx(1 / 3)
-
-
-def test_summary_stores_no_infinite_psnr_for_the_lossless_truth():
-    truth = benchmark.TRUTH
-    rows = {truth: {"psnr": np.inf, "band_psnr": np.inf, "NMI": 1.0},
-            "a": {"psnr": 40.0, "band_psnr": 30.0, "NMI": 1.2}}
-    summary = benchmark.summarise([rows], ["NMI"])
-    assert summary["means"][truth]["psnr"] is None and summary["means"][truth]["band_psnr"] is None
-    assert summary["concordance_psnr"]["NMI"] == 0.0
-    json.dumps(summary, allow_nan=False)
+SCRIPT = ROOT / "experiments" / "benchmark_metric_agreement.py"
+TRUTH, ORACLE = "ground truth", "true focus map, selection"
+DEFAULT_ROWS = ["mfkeras default", "mfkeras default, no halo removal", "mfkeras default, selection",
+                "mfkeras default, 8x8-block selection"]
 
 
 def _scene(seed, shape=(64, 80)):
@@ -57,45 +25,76 @@ def _scene(seed, shape=(64, 80)):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.slow
-def test_a_small_run_scores_the_oracle_as_computed_independently(tmp_path):
-    from mfkeras.evaluation import groundtruth, metrics, reference
-    from mfkeras.io import images
+def _nmi(a, b, fused):
+    from mfkeras.evaluation import metrics
 
-    voc = tmp_path / "voc"
-    voc.mkdir()
+    gray = metrics.to_metric_gray
+    return metrics.normalized_mutual_information(gray(a), gray(b), gray(fused))
+
+
+@pytest.mark.slow
+def test_a_small_run_matches_independent_computations(tmp_path):
+    from mfkeras import fusion
+    from mfkeras.evaluation import groundtruth, reference, runner
+    from mfkeras.io import images
+    from mfkeras.network import zoo
+
+    voc, lytro, published = tmp_path / "voc", tmp_path / "lytro", tmp_path / "published"
+    for folder in (voc, lytro, published):
+        folder.mkdir()
     for number in range(40):
         images.write_image(str(voc / f"2008_{number:06d}.png"), _scene(number))
+    sources = groundtruth.development_images(str(voc))
+    sample = groundtruth.development_sample(sources, 0, 2)
+    lytro_pair = groundtruth.development_sample(sources, 5, 2).frames
+    images.write_image(str(lytro / "p1_A.png"), lytro_pair[0])
+    images.write_image(str(lytro / "p1_B.png"), lytro_pair[1])
+    images.write_image(str(published / "p1_DCT_EOL.png"), lytro_pair[1])
     out = tmp_path / "agreement.json"
     completed = subprocess.run(
-        [sys.executable, str(_PATH), f"--voc_dir={voc}", "--pairs=1", "--jpeg_quality=0", "--liu_mat=",
-         "--baselines=", "--metrics=NMI,QABF", f"--lytro_dir={tmp_path / 'none'}", f"--output_json={out}"],
+        [sys.executable, str(SCRIPT), f"--voc_dir={voc}", "--pairs=1", "--jpeg_quality=75", "--liu_mat=",
+         "--baselines=", "--metrics=NMI,QABF", f"--lytro_dir={lytro}", f"--published_dir={published}",
+         f"--output_json={out}"],
         capture_output=True, text=True, cwd=str(tmp_path),
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(out.read_text())
-    summary = report["development"]["lossless"]
-    assert set(report["development"]) == {"lossless"} and "lytro_jpeg" not in report
-    sample = groundtruth.development_sample(groundtruth.development_images(str(voc)), 0, 2)
-    oracle = np.choose(sample.labels[..., None], sample.frames)
-    row = summary["means"][benchmark.ORACLE]
-    assert row["psnr"] == pytest.approx(reference.psnr(sample.truth, oracle))
-    gray = metrics.to_metric_gray
-    a, b = gray(sample.frames[0]), gray(sample.frames[1])
-    assert row["NMI"] == pytest.approx(metrics.normalized_mutual_information(a, b, gray(oracle)))
-    assert summary["means"][benchmark.TRUTH]["psnr"] is None
-    assert summary["means"][benchmark.TRUTH]["NMI"] == pytest.approx(
-        metrics.normalized_mutual_information(a, b, gray(sample.truth)))
-    assert summary["rows"] == [benchmark.TRUTH, benchmark.ORACLE, "mfkeras default",
-                               "mfkeras default, no halo removal", "mfkeras default, selection",
-                               "mfkeras default, 8x8-block selection"]
+    assert set(report["development"]) == {"lossless", "jpeg75"}
+    lossless, jpeg = report["development"]["lossless"], report["development"]["jpeg75"]
+    assert lossless["rows"] == jpeg["rows"] == [TRUTH, ORACLE, *DEFAULT_ROWS]
+
+    oracle = reference.select_by_labels(sample.labels, sample.frames)
+    assert lossless["means"][ORACLE]["psnr"] == pytest.approx(reference.psnr(sample.truth, oracle))
+    assert lossless["means"][ORACLE]["NMI"] == pytest.approx(_nmi(*sample.frames, oracle))
+    assert lossless["means"][TRUTH]["psnr"] is None and lossless["left_out"][TRUTH]["psnr"] == 1
+
+    # The JPEG protocol: the methods fuse the encoded frames and every row is encoded once more.
+    def encode(image):
+        return runner.jpeg_roundtrip(image, 75)
+
+    frames = [encode(frame) for frame in sample.frames]
+    model = zoo.load_patch_model()
+    first = fusion.fuse(frames, model).decision.astype(bool)
+    selection = encode(np.where(first[..., None], frames[0], frames[1]))
+    row = jpeg["means"]["mfkeras default, selection"]
+    assert row["NMI"] == pytest.approx(_nmi(*frames, selection))
+    assert row["psnr"] == pytest.approx(reference.psnr(sample.truth, selection))
+    assert jpeg["means"][TRUTH]["NMI"] == pytest.approx(_nmi(*frames, encode(sample.truth)))
+
+    probe = report["lytro_jpeg"]
+    assert probe["DCT_EOL"]["pairs"] == 1
+    assert probe["DCT_EOL"]["NMI"] == pytest.approx(_nmi(*lytro_pair, lytro_pair[1]))
+    decision = fusion.fuse(lytro_pair, model).decision.astype(bool)
+    expected = encode(np.where(decision[..., None], lytro_pair[0], lytro_pair[1]))
+    assert probe["mfkeras default, selection"]["NMI"] == pytest.approx(_nmi(*lytro_pair, expected))
 
 
-def test_a_metric_that_ignores_the_sources_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("flag, named", [("--metrics=NMI,EN", "EN"), ("--liu_mat=/no/such/cnnmodel.mat", "liu_mat"),
+                                         ("--lytro_dir=/no/such/folder", "lytro_dir")])
+def test_bad_flags_are_refused_in_one_line_before_any_work(tmp_path, flag, named):
     out = tmp_path / "agreement.json"
-    completed = subprocess.run(
-        [sys.executable, str(_PATH), "--metrics=NMI,EN", f"--output_json={out}"], capture_output=True, text=True,
-    )
+    completed = subprocess.run([sys.executable, str(SCRIPT), flag, f"--output_json={out}"],
+                               capture_output=True, text=True)
     assert completed.returncode == 2
-    assert completed.stderr.strip().count("\n") == 0 and "EN" in completed.stderr
+    assert completed.stderr.strip().count("\n") == 0 and named in completed.stderr
     assert not out.exists()
