@@ -36,8 +36,9 @@ from mfkeras.cli import common as cli  # noqa: E402
 from mfkeras.training import provenance  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
-# The published Lytro results that choose whole 8x8 DCT blocks, and Liu et al.'s CNN.
-BLOCK_METHODS = ["DCT_EOL", "SVDDCT", "DCT_Corr", "CNN"]
+# Published Lytro results scored beside the default's rows: the three that choose whole 8x8
+# DCT blocks, and Liu et al.'s CNN (pixel selection with a wide guided-filter blend).
+PUBLISHED_METHODS = ["DCT_EOL", "SVDDCT", "DCT_Corr", "CNN"]
 TRUTH, ORACLE = "ground truth", "true focus map, selection"
 
 
@@ -125,10 +126,8 @@ def development_run(model, methods: dict, protocols: dict, metric_names: list, v
 
 def lytro_probe(model, encode, metric_names: list, lytro_dir: str, published_dir: str) -> dict:
     """Means over the Lytro pairs of the default's rows (``encode``: the JPEG protocol) and of
-    the published block-selecting methods as stored, each with the pairs it covers."""
-    import numpy as np
-
-    from mfkeras.evaluation import metrics, pairs
+    the `PUBLISHED_METHODS` as stored, each with the pairs it covers and the NaN values it left out."""
+    from mfkeras.evaluation import agreement, metrics, pairs
     from mfkeras.io import images
 
     usable = [p for p in pairs.find_pairs(lytro_dir) if p.skip_reason is None]
@@ -139,13 +138,19 @@ def lytro_probe(model, encode, metric_names: list, lytro_dir: str, published_dir
     for pair in usable:
         frames = [images.read_image(path) for path in pair.paths]
         fused = fused_rows(model, {}, frames, encode)
-        for method in BLOCK_METHODS:
+        for method in PUBLISHED_METHODS:
             if pair.name in published.get(method, {}):
                 fused[method] = images.read_image(published[method][pair.name])
         for name, image in fused.items():
             scores.setdefault(name, []).append(metrics.evaluate_all(frames[0], frames[1], image, metric_names))
-    return {name: {"pairs": len(rows), **{m: float(np.mean([row[m] for row in rows])) for m in metric_names}}
-            for name, rows in scores.items()}
+    summary = {}
+    for name, rows in scores.items():
+        figures = {m: agreement.finite_mean([row[m] for row in rows]) for m in metric_names}
+        summary[name] = {"pairs": len(rows), **{m: mean for m, (mean, _) in figures.items()}}
+        left_out = {m: count for m, (_, count) in figures.items() if count}
+        if left_out:
+            summary[name]["left_out"] = left_out
+    return summary
 
 
 def print_summary(protocol: str, summary: dict, metric_names: list) -> None:
@@ -214,7 +219,8 @@ def main(argv):
         if report.get("lytro_jpeg"):
             print(f"\nLytro, JPEG-{FLAGS.jpeg_quality}: " + " ".join(f"{m:>7s}" for m in names))
             for name, values in report["lytro_jpeg"].items():
-                print(f"{name[:36]:36s} " + " ".join(f"{values[m]:7.4f}" for m in names))
+                print(f"{name[:36]:36s} " + " ".join(
+                    f"{'-':>7s}" if values[m] is None else f"{values[m]:7.4f}" for m in names))
         cli.write_json(FLAGS.output_json, report)
         print(f"figures: {FLAGS.output_json}")
 

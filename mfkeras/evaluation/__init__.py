@@ -18,6 +18,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "reference": [
             "psnr", "ssim", "boundary_band", "boundary_band_psnr", "truth_scores", "select_by_labels",
         ],
-        "agreement": ["concordance", "block_aligned", "agreement_summary"],
+        "agreement": ["concordance", "block_aligned", "agreement_summary", "finite_mean"],
     },
 )

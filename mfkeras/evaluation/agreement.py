@@ -70,8 +70,9 @@ def block_aligned(decision: np.ndarray, block: int = 8) -> np.ndarray:
     return np.repeat(np.repeat(majority, block, axis=0), block, axis=1)[: decision.shape[0], : decision.shape[1]]
 
 
-def _finite_mean(values: np.ndarray):
-    """Mean of the finite values and how many were left out (None when none is finite)."""
+def finite_mean(values) -> tuple:
+    """The mean of the finite values (None when none is) and how many values were left out."""
+    values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     return (float(finite.mean()) if finite.size else None), int(values.size - finite.size)
 
@@ -94,6 +95,8 @@ def agreement_summary(per_sample: list, metric_names: list, truth_row: str) -> d
     """
     from mfkeras.evaluation import report
 
+    if not per_sample:
+        raise ValueError("per_sample is empty: no scored sample to summarise.")
     rows = list(per_sample[0])
     if truth_row not in rows or any(list(sample) != rows for sample in per_sample):
         raise ValueError(f"Every sample must hold the same rows, {truth_row!r} among them. Received: rows {rows}")
@@ -102,7 +105,7 @@ def agreement_summary(per_sample: list, metric_names: list, truth_row: str) -> d
     summary = {"rows": rows, "means": {}, "left_out": {}, "truth_rank": {}, "concordance_psnr": {},
                "concordance_band": {}}
     for index, row in enumerate(rows):
-        figures = {c: _finite_mean(table[c][:, index]) for c in columns}
+        figures = {c: finite_mean(table[c][:, index]) for c in columns}
         summary["means"][row] = {c: mean for c, (mean, _) in figures.items()}
         left_out = {c: count for c, (_, count) in figures.items() if count}
         if left_out:

@@ -181,7 +181,14 @@ def make_sample(
 
 
 def development_images(folder: str) -> list:
-    """The development split's all-in-focus images in ``folder`` (sorted paths); never trained on."""
+    """The development split's all-in-focus images in a folder, which training leaves out.
+
+    Args:
+        folder: a folder of all-in-focus images (the VOC crops).
+
+    Returns:
+        Their sorted paths, those `is_development_image` selects.
+    """
     from mfkeras.io import images
 
     return [path for path in images.list_images(folder) if is_development_image(path)]
@@ -208,6 +215,8 @@ def development_sample(sources: list, index: int, frames: int, config: DefocusCo
         raise ValueError("sources is empty: no all-in-focus images to make a sample from.")
     if not isinstance(index, (int, np.integer)) or index < 0:
         raise ValueError(f"index must be a non-negative integer. Received: index={index!r}")
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2. Received: frames={frames}")
     config = config or DefocusConfig()
     for offset in range(len(sources)):
         try:

@@ -104,6 +104,13 @@ def test_summary_ranks_the_truth_in_each_metrics_direction_and_counts_concordanc
     ]
     summary = agreement.agreement_summary(per_sample, ["NMI", "CE"], TRUTH)
     assert summary["rows"] == [TRUTH, "a", "b"]
+    # The truth with the highest NMI is first, with the lowest last (ranks in each direction).
+    for value, rank in ((2.0, 1), (0.1, 3)):
+        for sample in per_sample:
+            sample[TRUTH]["NMI"] = value
+        assert agreement.agreement_summary(per_sample, ["NMI"], TRUTH)["truth_rank"]["NMI"] == rank
+    for sample, nmi in zip(per_sample, (1.0, 1.1)):
+        sample[TRUTH]["NMI"] = nmi
     assert summary["means"]["a"]["psnr"] == pytest.approx(40.5)
     # NMI prefers a over the truth; CE is lower-is-better and the truth has the lowest.
     assert summary["truth_rank"] == {"NMI": 2, "CE": 1}
@@ -133,7 +140,14 @@ def test_summary_leaves_infinite_values_out_of_means_and_counts_them():
     assert undefined["concordance_psnr"]["NMI"] is None
 
 
+def test_finite_mean_counts_what_it_leaves_out():
+    assert agreement.finite_mean([1.0, np.inf, 3.0, np.nan]) == (2.0, 2)
+    assert agreement.finite_mean([np.inf]) == (None, 1)
+
+
 def test_summary_needs_the_truth_row_in_every_sample():
+    with pytest.raises(ValueError, match="per_sample is empty"):
+        agreement.agreement_summary([], ["NMI"], TRUTH)
     with pytest.raises(ValueError, match="same rows"):
         agreement.agreement_summary([{"a": {"psnr": 1.0, "band_psnr": 1.0, "NMI": 1.0}}], ["NMI"], TRUTH)
     rows = {TRUTH: {"psnr": 1.0, "band_psnr": 1.0, "NMI": 1.0}}

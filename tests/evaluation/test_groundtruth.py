@@ -148,11 +148,12 @@ def test_development_sample_skips_an_image_that_cannot_be_split(tmp_path):
         groundtruth.development_sample([], 0, 2)
 
 
-@pytest.mark.parametrize("index", [-1, 1.5])
-def test_development_sample_refuses_a_bad_index(tmp_path, index):
+@pytest.mark.parametrize("index, frames, message", [(-1, 2, "index must be"), (1.5, 2, "index must be"),
+                                                    (0, 1, "frames must be")])
+def test_development_sample_refuses_a_bad_index_or_frame_count(tmp_path, index, frames, message):
     from mfkeras.io import images
 
     path = str(tmp_path / "scene.png")
     images.write_image(path, _scene(0))
-    with pytest.raises(ValueError, match="index must be"):
-        groundtruth.development_sample([path], index, 2)
+    with pytest.raises(ValueError, match=message):
+        groundtruth.development_sample([path], index, frames)

@@ -35,7 +35,7 @@ def _nmi(a, b, fused):
 @pytest.mark.slow
 def test_a_small_run_matches_independent_computations(tmp_path):
     from mfkeras import fusion
-    from mfkeras.evaluation import groundtruth, reference, runner
+    from mfkeras.evaluation import agreement, groundtruth, reference, runner
     from mfkeras.io import images
     from mfkeras.network import zoo
 
@@ -74,12 +74,24 @@ def test_a_small_run_matches_independent_computations(tmp_path):
 
     frames = [encode(frame) for frame in sample.frames]
     model = zoo.load_patch_model()
-    first = fusion.fuse(frames, model).decision.astype(bool)
-    selection = encode(np.where(first[..., None], frames[0], frames[1]))
-    row = jpeg["means"]["mfkeras default, selection"]
-    assert row["NMI"] == pytest.approx(_nmi(*frames, selection))
-    assert row["psnr"] == pytest.approx(reference.psnr(sample.truth, selection))
-    assert jpeg["means"][TRUTH]["NMI"] == pytest.approx(_nmi(*frames, encode(sample.truth)))
+    result = fusion.fuse(frames, model)
+    first = result.decision.astype(bool)
+    snapped = agreement.block_aligned(first, 8)
+    assert not np.array_equal(snapped, first)  # the 8x8 row differs from the plain selection here
+    expected = {
+        TRUTH: encode(sample.truth),
+        ORACLE: encode(np.choose(sample.labels[..., None], frames)),
+        "mfkeras default": encode(result.fused),
+        "mfkeras default, no halo removal": encode(
+            fusion.fuse(frames, model, fusion.FusionOptions(halo_removal=False)).fused),
+        "mfkeras default, selection": encode(np.where(first[..., None], frames[0], frames[1])),
+        "mfkeras default, 8x8-block selection": encode(np.where(snapped[..., None], frames[0], frames[1])),
+    }
+    assert not np.array_equal(expected["mfkeras default"], expected["mfkeras default, no halo removal"])
+    for name, image in expected.items():
+        assert jpeg["means"][name]["NMI"] == pytest.approx(_nmi(*frames, image)), name
+        if name != TRUTH:
+            assert jpeg["means"][name]["psnr"] == pytest.approx(reference.psnr(sample.truth, image)), name
 
     probe = report["lytro_jpeg"]
     assert probe["DCT_EOL"]["pairs"] == 1
@@ -89,12 +101,14 @@ def test_a_small_run_matches_independent_computations(tmp_path):
     assert probe["mfkeras default, selection"]["NMI"] == pytest.approx(_nmi(*lytro_pair, expected))
 
 
-@pytest.mark.parametrize("flag, named", [("--metrics=NMI,EN", "EN"), ("--liu_mat=/no/such/cnnmodel.mat", "liu_mat"),
-                                         ("--lytro_dir=/no/such/folder", "lytro_dir")])
-def test_bad_flags_are_refused_in_one_line_before_any_work(tmp_path, flag, named):
+@pytest.mark.parametrize("flags, named", [
+    (["--metrics=NMI,EN"], "EN"), (["--liu_mat=/no/such/cnnmodel.mat"], "liu_mat"),
+    (["--lytro_dir=/no/such/folder"], "lytro_dir"), (["--lytro_dir=.", "--published_dir=/no/such/folder"], "published_dir"),
+])
+def test_bad_flags_are_refused_in_one_line_before_any_work(tmp_path, flags, named):
     out = tmp_path / "agreement.json"
-    completed = subprocess.run([sys.executable, str(SCRIPT), flag, f"--output_json={out}"],
-                               capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, str(SCRIPT), *flags, f"--output_json={out}"],
+                               capture_output=True, text=True, cwd=str(tmp_path))
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0 and named in completed.stderr
     assert not out.exists()

@@ -87,5 +87,8 @@ def test_select_by_labels_rejects_labels_that_do_not_fit():
     frames = [np.zeros((4, 4), np.uint8)] * 2
     with pytest.raises(ValueError, match="labels must be"):
         reference.select_by_labels(np.zeros((4, 5), np.int32), frames)
-    with pytest.raises(ValueError, match=r"0\.\.1"):
-        reference.select_by_labels(np.full((4, 4), 2), frames)
+    for labels in (np.full((4, 4), 2), np.full((4, 4), -1)):
+        with pytest.raises(ValueError, match=r"0\.\.1"):
+            reference.select_by_labels(labels, frames)
+    with pytest.raises(ValueError, match="integer"):
+        reference.select_by_labels(np.full((4, 4), 0.9), frames)
