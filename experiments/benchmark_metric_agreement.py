@@ -73,16 +73,16 @@ def default_rows(model, frames: list) -> dict:
     import numpy as np
 
     from mfkeras import fusion
-    from mfkeras.evaluation import agreement, reference
+    from mfkeras.evaluation import agreement
+    from mfkeras.fusion import blending
 
     result = fusion.fuse(frames, model)
     without_halo = fusion.FusionOptions(halo_removal=False)
-    rows = {"mfkeras default": result.fused,
-            "mfkeras default, no halo removal": fusion.fuse(frames, model, without_halo).fused}
-    first = result.decision.astype(bool)  # True where the first frame is chosen (label 0)
-    for name, block in (("mfkeras default, selection", 1), ("mfkeras default, 8x8-block selection", 8)):
-        rows[name] = reference.select_by_labels(np.where(agreement.block_aligned(first, block), 0, 1), frames)
-    return rows
+    snapped = agreement.block_aligned(result.source_index == 0, 8)  # source_index: the verified decision
+    return {"mfkeras default": result.fused,
+            "mfkeras default, no halo removal": fusion.fuse(frames, model, without_halo).fused,
+            "mfkeras default, selection": blending.select_by_labels(result.source_index, frames),
+            "mfkeras default, 8x8-block selection": blending.select_by_labels(np.where(snapped, 0, 1), frames)}
 
 
 def fused_rows(model, methods: dict, frames: list, encode) -> dict:
@@ -105,7 +105,8 @@ def score_rows(fused: dict, frames: list, truth, labels, band: int, metric_names
 def development_run(model, methods: dict, protocols: dict, metric_names: list, voc_dir: str, pairs: int,
                     band: int) -> dict:
     """Scores every row on ``pairs`` development pairs under each protocol: ``{protocol: summary}``."""
-    from mfkeras.evaluation import agreement, groundtruth, reference
+    from mfkeras.evaluation import agreement, groundtruth
+    from mfkeras.fusion import blending
 
     sources = groundtruth.development_images(voc_dir)
     if not sources:
@@ -116,7 +117,7 @@ def development_run(model, methods: dict, protocols: dict, metric_names: list, v
         sample = groundtruth.development_sample(sources, index, 2)
         for protocol, encode in protocols.items():
             frames = [encode(frame) for frame in sample.frames]
-            fused = {TRUTH: encode(sample.truth), ORACLE: encode(reference.select_by_labels(sample.labels, frames))}
+            fused = {TRUTH: encode(sample.truth), ORACLE: encode(blending.select_by_labels(sample.labels, frames))}
             fused.update(fused_rows(model, methods, frames, encode))
             per_protocol[protocol].append(score_rows(fused, frames, sample.truth, sample.labels, band, metric_names))
         if (index + 1) % 25 == 0:

@@ -100,6 +100,7 @@ def evaluate(samples, methods: dict, peers: dict, scratch: str, keep: int = 0) -
     import numpy as np
 
     from mfkeras.evaluation import reference
+    from mfkeras.fusion import blending
     from mfkeras.io import images
 
     totals, kept = {}, []
@@ -109,7 +110,7 @@ def evaluate(samples, methods: dict, peers: dict, scratch: str, keep: int = 0) -
             frames.append(os.path.join(scratch, f"s{index}_{number}.png"))
             images.write_image(frames[-1], frame)
         fused = {name: fuse(sample.frames) for name, fuse in methods.items()}
-        fused["oracle"] = reference.select_by_labels(sample.labels, sample.frames)
+        fused["oracle"] = blending.select_by_labels(sample.labels, sample.frames)
         for name, command in peers.items():
             out = os.path.join(scratch, f"s{index}_{name.replace(' ', '_')}.png")
             fused[name] = run_peer(command(frames, out), out, sample.truth.shape)

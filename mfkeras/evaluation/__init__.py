@@ -15,9 +15,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "DefocusConfig", "Sample", "make_sample", "is_development_image", "development_images",
             "development_sample",
         ],
-        "reference": [
-            "psnr", "ssim", "boundary_band", "boundary_band_psnr", "truth_scores", "select_by_labels",
-        ],
+        "reference": ["psnr", "ssim", "boundary_band", "boundary_band_psnr", "truth_scores"],
         "agreement": ["concordance", "block_aligned", "agreement_summary", "finite_mean"],
     },
 )

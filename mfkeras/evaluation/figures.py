@@ -19,7 +19,7 @@ from mfkeras.io import images
 from mfkeras.evaluation import metrics
 from mfkeras.evaluation.pairs import Pair
 from mfkeras.evaluation.report import best_methods, higher_is_better
-from mfkeras.fusion.blending import blend
+from mfkeras.fusion.blending import blend, select_by_labels
 from mfkeras.fusion.result import FusionResult
 
 
@@ -94,8 +94,7 @@ def figure_png(result: FusionResult, sources: list) -> bytes:
     plt = _pyplot()
     if result.focus_map.ndim == 3:  # joint stack: label maps instead of binary maps
         count = len(sources)
-        initial_fused = np.choose(result.initial_decision[..., None] if sources[0].ndim == 3
-                                  else result.initial_decision, sources)
+        initial_fused = select_by_labels(result.initial_decision, sources)
         panels = [
             ("Initial source index", source_index_image(result.initial_decision, count), None),
             ("Initial fused image", initial_fused, None),

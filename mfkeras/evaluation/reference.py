@@ -112,23 +112,3 @@ def truth_scores(truth: np.ndarray, image: np.ndarray | None, labels: np.ndarray
     return {"psnr": psnr(truth, image), "band_psnr": boundary_band_psnr(truth, image, labels, k),
             "ssim": ssim(truth, image)}
 
-
-def select_by_labels(labels: np.ndarray, frames) -> np.ndarray:
-    """Each pixel from the frame its label names: selection by a focus map.
-
-    Args:
-        labels: (H, W) integer map, 0 to N - 1: which frame each pixel comes from.
-        frames: the N frames, gray (H, W) or colour (H, W, C), one shape and dtype.
-
-    Returns:
-        The selected image, shaped and typed like the frames.
-    """
-    labels = np.asarray(labels)
-    stacked = np.stack([np.asarray(frame) for frame in frames])
-    if labels.shape != stacked.shape[1:3] or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer (H, W) map like the frames. Received: labels {labels.dtype} "
-                         f"{labels.shape}, frames {stacked.shape[1:]}")
-    if labels.size and (labels.min() < 0 or labels.max() >= len(stacked)):
-        raise ValueError(f"labels must lie in 0..{len(stacked) - 1}. Received: {labels.min()}..{labels.max()}")
-    index = labels.astype(np.intp)[None] if stacked.ndim == 3 else labels.astype(np.intp)[None, ..., None]
-    return np.take_along_axis(stacked, np.broadcast_to(index, (1, *stacked.shape[1:])), axis=0)[0]

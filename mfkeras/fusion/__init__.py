@@ -42,6 +42,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "soften_stack_boundary",
             "first_argmax",
         ],
-        "blending": ["blend", "blend_stack"],
+        "blending": ["blend", "blend_stack", "select_by_labels"],
     },
 )

@@ -73,3 +73,32 @@ def round_to_dtype(values: np.ndarray, dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         values = np.clip(np.floor(np.abs(values) + 0.5) * np.sign(values), info.min, info.max)
     return values.astype(dtype)
+
+
+def select_by_labels(labels: np.ndarray, frames) -> np.ndarray:
+    """Each pixel from the frame its label names: selection by a focus map.
+
+    Any number of frames (``np.choose`` stops at 64), without stacking them: one frame-sized
+    copy, however many frames.
+
+    Args:
+        labels: (H, W) integer map, 0 to N - 1: which frame each pixel comes from.
+        frames: the N frames, gray (H, W) or colour (H, W, C), one shape and dtype.
+
+    Returns:
+        The selected image, shaped and typed like the frames.
+    """
+    labels = np.asarray(labels)
+    frames = [np.asarray(frame) for frame in frames]
+    if (not frames or labels.shape != frames[0].shape[:2] or not np.issubdtype(labels.dtype, np.integer)
+            or any(frame.shape != frames[0].shape or frame.dtype != frames[0].dtype for frame in frames)):
+        raise ValueError(f"labels must be an integer (H, W) map like the frames, which share one shape and dtype. "
+                         f"Received: labels {labels.dtype} {labels.shape}, frames "
+                         f"{sorted({(str(f.dtype), f.shape) for f in frames})}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(frames)):
+        raise ValueError(f"labels must lie in 0..{len(frames) - 1}. Received: {labels.min()}..{labels.max()}")
+    selected = frames[0].copy()
+    for number, frame in enumerate(frames[1:], start=1):
+        where = labels == number
+        selected[where] = frame[where]
+    return selected

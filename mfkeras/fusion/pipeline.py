@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from mfkeras.fusion import scoring
-from mfkeras.fusion.blending import blend, blend_stack
+from mfkeras.fusion.blending import blend, blend_stack, select_by_labels
 from mfkeras.fusion.decision import (
     first_argmax,
     focus_map,
@@ -215,7 +215,7 @@ def _fuse_stack(images, network, options: FusionOptions, tile_side, times, progr
 def _stack_weights(labels, grays, options: FusionOptions) -> np.ndarray:
     """Refined one-hot weights of every frame, normalised to sum to 1 at each pixel."""
     count, shape = len(grays), grays[0].shape
-    guide = np.choose(labels, grays)
+    guide = select_by_labels(labels, grays)
     weights = np.empty((count, *shape), np.float32)
     for label in range(count):
         one_hot = (labels == label).astype(np.float32)

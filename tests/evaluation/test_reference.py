@@ -69,26 +69,3 @@ def test_truth_scores_are_the_three_metrics_and_nan_without_an_image():
                       "ssim": reference.ssim(truth, image)}
     assert all(math.isnan(v) for v in reference.truth_scores(truth, None, labels).values())
 
-
-@pytest.mark.parametrize("colour", [False, True])
-def test_select_by_labels_takes_each_pixel_from_its_frame(colour):
-    rng = np.random.default_rng(4)
-    shape = (5, 7, 3) if colour else (5, 7)
-    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(3)]
-    labels = rng.integers(0, 3, (5, 7))
-    chosen = reference.select_by_labels(labels, frames)
-    assert chosen.shape == shape and chosen.dtype == np.uint8
-    for y in range(5):
-        for x in range(7):
-            assert np.array_equal(chosen[y, x], frames[labels[y, x]][y, x])
-
-
-def test_select_by_labels_rejects_labels_that_do_not_fit():
-    frames = [np.zeros((4, 4), np.uint8)] * 2
-    with pytest.raises(ValueError, match="labels must be"):
-        reference.select_by_labels(np.zeros((4, 5), np.int32), frames)
-    for labels in (np.full((4, 4), 2), np.full((4, 4), -1)):
-        with pytest.raises(ValueError, match=r"0\.\.1"):
-            reference.select_by_labels(labels, frames)
-    with pytest.raises(ValueError, match="integer"):
-        reference.select_by_labels(np.full((4, 4), 0.9), frames)

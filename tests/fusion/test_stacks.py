@@ -145,3 +145,41 @@ def test_small_regions_take_a_nearest_kept_label():
     # The chosen label is within the 5x5 mask's approximation of the exact nearest distance.
     assert (chosen[small] <= 1.02 * nearest_any[small] + 1e-9).mean() >= 0.995
     assert (chosen[small] <= 1.1 * nearest_any[small] + 1.0).all()
+
+
+def test_a_joint_stack_of_more_than_64_frames_picks_its_one_sharp_frame():
+    """Label maps index any number of frames (np.choose, used before, stops at 64)."""
+    from mfkeras.network import zoo
+
+    rng = np.random.default_rng(5)
+    sharp = (cv2.GaussianBlur(rng.random((64, 64, 3)), (0, 0), 0.8) * 255).astype(np.uint8)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.5)
+    frames = [blurred] * 69 + [sharp]
+    result = fusion.fuse(frames, zoo.load_patch_model(), fusion.FusionOptions(stack_method="joint"))
+    assert (result.source_index == 69).mean() >= 0.95
+    assert np.abs(result.fused.astype(float) - sharp).mean() < np.abs(blurred.astype(float) - sharp).mean() / 3
+
+
+def test_select_by_labels_takes_each_pixel_from_its_frame_beyond_64_frames():
+    rng = np.random.default_rng(4)
+    for shape, count in (((5, 7), 3), ((5, 7, 3), 3), ((4, 6), 80)):
+        frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(count)]
+        labels = rng.integers(0, count, shape[:2])
+        chosen = fusion.select_by_labels(labels, frames)
+        assert chosen.shape == shape and chosen.dtype == np.uint8
+        for y in range(shape[0]):
+            for x in range(shape[1]):
+                assert np.array_equal(chosen[y, x], frames[labels[y, x]][y, x])
+
+
+def test_select_by_labels_rejects_labels_that_do_not_fit():
+    frames = [np.zeros((4, 4), np.uint8)] * 2
+    with pytest.raises(ValueError, match="labels must be"):
+        fusion.select_by_labels(np.zeros((4, 5), np.int32), frames)
+    for labels in (np.full((4, 4), 2), np.full((4, 4), -1)):
+        with pytest.raises(ValueError, match=r"0\.\.1"):
+            fusion.select_by_labels(labels, frames)
+    with pytest.raises(ValueError, match="integer"):
+        fusion.select_by_labels(np.full((4, 4), 0.9), frames)
+    with pytest.raises(ValueError, match="share one shape and dtype"):
+        fusion.select_by_labels(np.zeros((4, 4), np.int32), [frames[0], np.zeros((4, 4), np.uint16)])
